@@ -1,0 +1,95 @@
+"""`handos predict INPUT... --out preds.jsonl`: images, folders, globs, manifests and clips."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from handos.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The predict verb's options."""
+    p = argparse.ArgumentParser(prog="handos predict", description="Find hands and reconstruct them in 3D.")
+    p.add_argument("inputs", nargs="+", help="images, folders, globs, JSONL manifests ({file, camera} per line) or clips")
+    p.add_argument("--out", required=True, help="output .jsonl file, or a folder for shards")
+    p.add_argument("--weights", default=None, help="decoder weights: a local path or a Hugging Face Hub repo id")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="image decode threads (0 = decode in the main thread)")
+    p.add_argument("--max-hands", type=int, default=None)
+    p.add_argument("--vertices", action="store_true", help="include mesh vertices in the records")
+    p.add_argument("--shard-size", type=int, default=0, help="records per shard (writes OUT/preds-NNNNN.jsonl)")
+    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
+    p.add_argument("--no-resume", action="store_true", help="refuse to append to an existing output")
+    p.add_argument("--video-out", default=None, help="for a clip: annotated H.264 mp4")
+    p.add_argument("--no-smooth", action="store_true", help="for clips: turn temporal smoothing off")
+    p.add_argument("--ray", action="store_true", help="distribute over a Ray cluster (pip install 'handos[ray]')")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default starts a local one")
+    p.add_argument("--num-actors", type=int, default=2, help="Ray: model replicas")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="Ray: GPUs per model replica")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run predict; returns 0 when every input was processed, 1 when some failed (see OUT.errors.jsonl)."""
+    args = build_parser().parse_args(argv)
+    from handos.io.manifest import expand_inputs
+
+    items = expand_inputs(args.inputs)
+    clips = [it for it in items if it.is_video]
+    images = [it for it in items if not it.is_video]
+    if clips and images:
+        raise InputError("give either clips or images to one predict run, not both")
+    if args.batch_size < 1 or args.workers < 0:
+        raise InputError("--batch-size must be >= 1 and --workers >= 0")
+    if args.ray:
+        from handos.ray_predict import run_ray
+
+        summary = run_ray(
+            [it for it in images], out=args.out, weights=args.weights, address=args.address,
+            num_actors=args.num_actors, batch_size=args.batch_size, gpus_per_actor=args.gpus_per_actor,
+            fmt=args.format, include_vertices=args.vertices,
+        )
+        print(f"handos predict: {summary.done} images ({summary.skipped} already done, {summary.failed} failed) "
+              f"in {summary.seconds:.1f} s with Ray -> {args.out}", file=sys.stderr)
+        return 1 if summary.failed else 0
+
+    import handos
+
+    model = handos.load(weights=args.weights, device=args.device)
+    if args.max_hands is not None:
+        model.max_hands = args.max_hands
+    if clips:
+        from handos.video.cli import predict_clip_cli
+
+        if len(clips) > 1 and args.video_out:
+            raise InputError("--video-out takes one clip; run clips one by one or drop --video-out")
+        for clip in clips:
+            out = args.out
+            if len(clips) > 1:
+                os.makedirs(args.out, exist_ok=True)
+                out = os.path.join(args.out, os.path.splitext(os.path.basename(clip.path))[0] + ".jsonl")
+            predict_clip_cli(model, clip.path, out=out, video_out=args.video_out, smooth=not args.no_smooth,
+                             camera=clip.camera, quiet=args.quiet)
+        return 0
+
+    from tqdm import tqdm
+
+    from handos.io.records import RecordWriter
+    from handos.runner import run_images
+
+    writer = RecordWriter(args.out, shard_size=args.shard_size, fmt=args.format, resume=not args.no_resume)
+    todo = sum(1 for it in images if it.file not in writer.done)
+    with tqdm(total=todo, unit="img", disable=args.quiet, desc="predict", dynamic_ncols=True) as bar:
+        summary = run_images(model, images, writer, batch_size=args.batch_size, workers=args.workers,
+                             include_vertices=args.vertices, progress=bar.update)
+    print(f"handos predict: {summary.done} images, {summary.hands} hands, {summary.skipped} already done, "
+          f"{summary.failed} failed, {summary.images_per_s:.1f} img/s -> {args.out}", file=sys.stderr)
+    if summary.failed:
+        print(f"handos predict: failures listed in {writer.errors_path} (first: {summary.errors[0]})", file=sys.stderr)
+        if summary.done == 0 and len(images) == summary.failed:
+            raise InputError(summary.errors[0] if len(images) == 1 else f"none of the {len(images)} inputs could be read")
+        return 1
+    return 0

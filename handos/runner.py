@@ -1,0 +1,101 @@
+"""Streaming batched inference over many images: a decode/prefetch pool feeds the model in batches."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from handos.errors import HandosError
+from handos.io.images import LoadedImage, load_image
+from handos.io.manifest import WorkItem
+from handos.io.records import RecordWriter
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    hands: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput of this run."""
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def decode(item: WorkItem) -> tuple[WorkItem, LoadedImage | None, str | None]:
+    """Load one image; failures come back as a message, never raised (the run goes on)."""
+    try:
+        return item, load_image(item.path), None
+    except HandosError as err:
+        return item, None, str(err)
+
+
+def decoded_stream(items: list[WorkItem], workers: int, prefetch: int) -> Iterator[tuple[WorkItem, LoadedImage | None, str | None]]:
+    """Decode images in input order with `workers` threads and at most `prefetch` images ahead."""
+    if workers <= 0:
+        yield from map(decode, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handos-decode") as pool:
+        window = []
+        for item in items:
+            window.append(pool.submit(decode, item))
+            if len(window) >= prefetch:
+                yield window.pop(0).result()
+        for fut in window:
+            yield fut.result()
+
+
+def run_images(
+    model,
+    items: list[WorkItem],
+    writer: RecordWriter,
+    batch_size: int = 8,
+    workers: int = 2,
+    include_vertices: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Predict every item not already in `writer`, writing each record as soon as its batch is done."""
+    summary = RunSummary()
+    todo = [it for it in items if it.file not in writer.done]
+    summary.skipped = len(items) - len(todo)
+    start = time.perf_counter()
+    batch: list[tuple[WorkItem, LoadedImage]] = []
+
+    def flush() -> None:
+        records = model.records_batch(
+            [img for _, img in batch],
+            cameras=[it.camera for it, _ in batch],
+            files=[it.file for it, _ in batch],
+            include_vertices=include_vertices,
+        )
+        for rec in records:
+            writer.write(rec)
+            summary.hands += len(rec["hands"])
+        summary.done += len(batch)
+        if progress:
+            progress(len(batch))
+        batch.clear()
+
+    for item, image, error in decoded_stream(todo, workers, prefetch=max(2 * batch_size, 4)):
+        if error is not None:
+            writer.write_error(item.file, error)
+            summary.failed += 1
+            summary.errors.append(error)
+            if progress:
+                progress(1)
+            continue
+        batch.append((item, image))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    writer.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
