@@ -71,8 +71,9 @@ def main(argv: list[str]) -> int:
             if len(clips) > 1:
                 os.makedirs(args.out, exist_ok=True)
                 out = os.path.join(args.out, os.path.splitext(os.path.basename(clip.path))[0] + ".jsonl")
-            predict_clip_cli(model, clip.path, out=out, video_out=args.video_out, smooth=not args.no_smooth,
-                             camera=clip.camera, quiet=args.quiet)
+            predict_clip_cli(clip.path, out=out, video_out=args.video_out, smooth=not args.no_smooth,
+                             max_hands=model.max_hands, camera=clip.camera, include_vertices=args.vertices,
+                             model=model, progress=not args.quiet)
         return 0
 
     from tqdm import tqdm
