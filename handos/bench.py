@@ -1,0 +1,137 @@
+"""`handos bench`: latency and throughput, as ratios against references measured in the same run."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = REPO.parent / "shared" / "realdata" / "ge2019_realworld" / "images"
+MEDIAPIPE_VENV = REPO / ".venv-mediapipe"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The bench verb's options."""
+    p = argparse.ArgumentParser(prog="handos bench", description="Measure handos speed (CPU and, when present, CUDA).")
+    p.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of images to time on")
+    p.add_argument("--limit", type=int, default=50, help="images to use")
+    p.add_argument("--vs", choices=("mediapipe",), default=None, help="also time MediaPipe's own runtime on the same images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--what", default="latency,throughput,video", help="comma list of latency,throughput,ray,video")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    return p
+
+
+def image_paths(folder: str, limit: int) -> list[str]:
+    """The first `limit` images of a folder (sorted)."""
+    from handos.errors import InputError
+    from handos.io.manifest import IMAGE_EXTS
+
+    paths = sorted(str(p) for p in Path(folder).glob("*") if p.suffix.lower() in IMAGE_EXTS)[:limit]
+    if not paths:
+        raise InputError(f"{folder}: no images to benchmark on (use --images DIR)")
+    return paths
+
+
+def time_latency(model, paths: list[str]) -> dict:
+    """End-to-end per-image latency (decode + foundation + decoder), batch size 1, median and p90."""
+    from handos.io.images import load_image
+
+    model(load_image(paths[0]))  # warm-up
+    times, hands = [], 0
+    for p in paths:
+        start = time.perf_counter()
+        hands += len(model(load_image(p)))
+        times.append(time.perf_counter() - start)
+    return {"images": len(paths), "hands": hands, "median_ms": 1e3 * float(np.median(times)),
+            "p90_ms": 1e3 * float(np.percentile(times, 90))}
+
+
+def time_mediapipe(paths: list[str]) -> dict | None:
+    """MediaPipe Hands' own latency on the same images, in its reference venv (None if absent)."""
+    python = MEDIAPIPE_VENV / "bin" / "python"
+    if not python.exists():
+        print("bench: MediaPipe reference venv missing (bash .ci/setup_mediapipe_venv.sh); skipping --vs", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mp.json")
+        subprocess.run([str(python), str(REPO / "tools" / "mediapipe_bench.py"), *paths, "--out", out], check=True,
+                       capture_output=True)
+        res = json.load(open(out))
+    return {"images": len(paths), "hands": res["hands"], "median_ms": 1e3 * float(np.median(res["seconds"])),
+            "p90_ms": 1e3 * float(np.percentile(res["seconds"], 90))}
+
+
+def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> dict:
+    """Images/s of the streaming runner (decode pool with `workers` threads, 0 = inline decode)."""
+    from handos.io.manifest import WorkItem
+    from handos.io.records import RecordWriter
+    from handos.runner import run_images
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = RecordWriter(os.path.join(tmp, "p.jsonl"))
+        summary = run_images(model, [WorkItem(p, p) for p in paths], writer, batch_size=batch_size, workers=workers)
+    return {"images": summary.done, "images_per_s": summary.images_per_s, "workers": workers, "batch_size": batch_size}
+
+
+def time_ray(paths: list[str], batch_size: int) -> dict:
+    """Images/s through Ray Data with 2 CPU actors on a local Ray instance."""
+    from handos.io.manifest import WorkItem
+    from handos.ray_predict import run_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run_ray([WorkItem(p, p) for p in paths], os.path.join(tmp, "p.jsonl"), num_actors=2,
+                          batch_size=batch_size, num_cpus=2)
+    return {"images": summary.done, "images_per_s": summary.images_per_s, "actors": 2}
+
+
+def main(argv: list[str]) -> int:
+    """Run the chosen measurements and print a table (and JSON with --out)."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    import handos
+
+    torch.set_num_threads(args.threads)
+    what = set(args.what.split(","))
+    paths = image_paths(args.images, args.limit)
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                                f"torch {torch.__version__}, threads {args.threads}", "images": args.images}
+    cpu = handos.load(device="cpu")
+    if "latency" in what:
+        results["handos_cpu_latency"] = time_latency(cpu, paths)
+        if args.vs == "mediapipe":
+            mp = time_mediapipe(paths)
+            if mp:
+                results["mediapipe_cpu_latency"] = mp
+                results["latency_ratio_handos_over_mediapipe"] = results["handos_cpu_latency"]["median_ms"] / mp["median_ms"]
+    if "throughput" in what:
+        results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)
+        results["cpu_throughput_inline_decode"] = time_throughput(cpu, paths, args.batch_size, workers=0)
+    if "ray" in what:
+        results["ray_cpu_throughput"] = time_ray(paths, args.batch_size)
+    if torch.cuda.is_available() and args.device != "cpu":
+        gpu = handos.load(device="cuda")
+        results["cuda_latency"] = time_latency(gpu, paths)
+        for bs in (16, 64):
+            results[f"cuda_throughput_b{bs}_decode_pool"] = time_throughput(gpu, paths * max(1, 256 // len(paths)), bs, workers=4)
+        results["cuda_throughput_b64_inline_decode"] = time_throughput(gpu, paths * max(1, 256 // len(paths)), 64, workers=0)
+    if "video" in what:
+        from handos.video.bench import bench_clip
+
+        for hands in (1, 2):
+            results[f"clip_640x480_{hands}hand_cpu"] = bench_clip(cpu, n_frames=30, hands=hands)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
