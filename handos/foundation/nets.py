@@ -1,0 +1,260 @@
+"""MediaPipe's palm detector and hand landmark network as frozen torch modules.
+
+The shipped safetensors (`handos/weights/*_full.safetensors`, made by
+`python -m handos.foundation.convert`) hold the weights and the tflite op list; `TFLiteGraph`
+replays that list op by op with torch functions (explicit TF 'SAME' padding, depthwise convs as
+grouped convs, per-channel PReLU, half-pixel bilinear resize, ...). Activations are NCHW inside;
+4D tensors are permuted to NHWC only where tflite semantics need it (RESHAPE). Needs only torch and
+safetensors at run time.
+
+Input normalisation (read off MediaPipe's graphs, `ImageToTensorCalculator`):
+- palm detector: RGB letterboxed to 192x192 (zero/black border), float range **[-1, 1]**
+  (`output_tensor_float_range { min: -1 max: 1 }`, i.e. x = rgb / 127.5 - 1).
+- landmark net: RGB ROI crop 224x224, float range **[0, 1]** (x = rgb / 255).
+
+>>> palm = load_palm_detector()                    # PalmDetector, CPU float32, frozen
+>>> reg, logits = palm(torch.zeros(2, 3, 192, 192))  # (2, 2016, 18), (2, 2016, 1)
+>>> lm = load_landmark_net()
+>>> out = lm(torch.zeros(2, 3, 224, 224))           # dict, see LandmarkNet.forward
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from handos.errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PALM_WEIGHTS = WEIGHTS_DIR / "palm_detection_full.safetensors"
+LANDMARK_WEIGHTS = WEIGHTS_DIR / "hand_landmark_full.safetensors"
+GRAPH_FORMAT = "handos.tflite-graph/1"
+
+_NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)  # tflite axis a of a 4D NHWC tensor is torch axis [a] of NCHW
+
+
+def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Apply a tflite fused activation."""
+    if name == "NONE":
+        return x
+    if name == "RELU":
+        return F.relu(x)
+    if name == "RELU6":
+        return F.hardtanh(x, 0.0, 6.0)
+    if name == "RELU_N1_TO_1":
+        return x.clamp(-1.0, 1.0)
+    if name == "TANH":
+        return torch.tanh(x)
+    raise ModelError(f"unsupported fused activation {name}")
+
+
+class TFLiteGraph(nn.Module):
+    """Replays a converted tflite graph (op list + params) with torch ops; NCHW in, dict out."""
+
+    def __init__(self, graph: dict[str, Any], params: dict[str, torch.Tensor]):
+        super().__init__()
+        if graph.get("format") != GRAPH_FORMAT:
+            raise ModelError(f"weights have graph format {graph.get('format')!r}, expected {GRAPH_FORMAT!r}; "
+                             "re-run python -m handos.foundation.convert")
+        self.graph = graph
+        self._names = {k: k.replace(".", "_") for k in params}  # buffer names cannot contain dots
+        for k, t in params.items():
+            self.register_buffer(self._names[k], t.float().contiguous(), persistent=True)
+        self._ops = graph["ops"]
+        for op in self._ops:  # reshape per-channel params once, at load
+            if op["op"] == "prelu":
+                name = self._names[op["alpha"]]
+                setattr(self, name, getattr(self, name).reshape(1, -1, 1, 1))
+        # how many times each value is read, to free activations early
+        self._last_use: dict[str, int] = {}
+        for i, op in enumerate(self._ops):
+            for v in op["inputs"]:
+                self._last_use[v] = i
+        self._keep = set(graph["outputs"].values()) | set(graph.get("taps", {}).values())
+
+    def _param(self, key: str) -> torch.Tensor:
+        return getattr(self, self._names[key])
+
+    def _value(self, env: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        if name.startswith("param:"):
+            return self._param(name[6:])
+        return env[name]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B, 3, H, W) NCHW -> {output name: tensor, tap name: tensor} (batched over B)."""
+        g = self.graph
+        env: dict[str, torch.Tensor] = {g["input"]: x}
+        for i, op in enumerate(self._ops):
+            ins = [self._value(env, n) for n in op["inputs"]]
+            kind = op["op"]
+            a = ins[0]
+            if kind == "conv":
+                pad = op["pad"]
+                w = self._param(op["weight"]).to(a.dtype)
+                b = self._param(op["bias"]).to(a.dtype)
+                if pad[0] == pad[1] and pad[2] == pad[3]:
+                    y = F.conv2d(a, w, b, op["stride"], (pad[0], pad[2]), op["dilation"], op["groups"])
+                else:
+                    y = F.conv2d(F.pad(a, (pad[2], pad[3], pad[0], pad[1])), w, b, op["stride"], 0,
+                                 op["dilation"], op["groups"])
+                y = _activation(y, op["activation"])
+            elif kind == "prelu":
+                alpha = self._param(op["alpha"]).to(a.dtype)
+                y = torch.where(a >= 0, a, a * alpha)
+            elif kind == "add":
+                y = _activation(a + ins[1], op["activation"])
+            elif kind == "maxpool":
+                pad = op["pad"]
+                if any(pad):
+                    a = F.pad(a, (pad[2], pad[3], pad[0], pad[1]), value=float("-inf"))
+                y = _activation(F.max_pool2d(a, op["kernel"], op["stride"]), op["activation"])
+            elif kind == "pad":
+                p = op["paddings"]  # NHWC [[before, after] x 4]
+                if p[0] != [0, 0]:
+                    raise ModelError("PAD on the batch axis is not supported")
+                y = F.pad(a, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
+            elif kind == "resize_bilinear":
+                if op["align_corners"] or not op["half_pixel_centers"]:
+                    if op["align_corners"]:
+                        y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=True)
+                    else:
+                        raise ModelError("RESIZE_BILINEAR without half_pixel_centers is not supported")
+                else:
+                    y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=False)
+            elif kind == "reshape":
+                if a.dim() == 4:
+                    a = a.permute(0, 2, 3, 1)  # back to NHWC element order
+                shape = list(op["shape"])
+                shape[0] = a.shape[0]
+                y = a.reshape(shape)
+            elif kind == "concat":
+                axis = op["axis"]
+                if a.dim() == 4:
+                    axis = _NHWC_TO_NCHW_AXIS[axis % 4]
+                y = _activation(torch.cat(ins, dim=axis), op["activation"])
+            elif kind == "mean":
+                axes = op["axes"]
+                if a.dim() == 4:
+                    axes = [_NHWC_TO_NCHW_AXIS[ax % 4] for ax in axes]
+                y = a.mean(dim=axes, keepdim=op["keep_dims"])
+            elif kind == "fc":
+                w = self._param(op["weight"]).to(a.dtype)
+                b = self._param(op["bias"]).to(a.dtype) if op["bias"] else None
+                y = _activation(F.linear(a.reshape(a.shape[0], -1), w, b), op["activation"])
+            elif kind == "logistic":
+                y = torch.sigmoid(a)
+            else:
+                raise ModelError(f"unsupported graph op {kind}")
+            env[op["output"]] = y
+            for n in op["inputs"]:  # free what is no longer needed
+                if self._last_use.get(n) == i and n not in self._keep and n in env:
+                    del env[n]
+        out = {name: env[v] for name, v in g["outputs"].items()}
+        out.update({name: env[v] for name, v in g.get("taps", {}).items()})
+        return out
+
+
+def load_graph(path: Path | str) -> TFLiteGraph:
+    """Load a converted safetensors file into a frozen `TFLiteGraph` (float32, CPU)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights not found: {path}; run python -m handos.foundation.convert --download")
+    params: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if "handos.graph" not in meta:
+            raise ModelError(f"{path.name} has no graph metadata; re-run python -m handos.foundation.convert")
+        for k in f.keys():
+            params[k] = f.get_tensor(k)
+    return TFLiteGraph(json.loads(meta["handos.graph"]), params)
+
+
+def _freeze(m: nn.Module, device: str | torch.device, dtype: torch.dtype) -> nn.Module:
+    """Move to device/dtype, eval mode, requires_grad False everywhere."""
+    m = m.to(device=device, dtype=dtype).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+class PalmDetector(nn.Module):
+    """MediaPipe palm_detection_full: (B, 3, 192, 192) in [-1, 1] -> SSD regressors and score logits."""
+
+    input_size = 192
+    num_anchors = 2016
+
+    def __init__(self, graph: TFLiteGraph):
+        super().__init__()
+        self.graph = graph
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B,3,192,192) RGB float in [-1,1] (letterboxed) -> (regressors (B,2016,18), score_logits (B,2016,1)).
+
+        regressors per anchor, in 192-px input units relative to the anchor centre: box cx, cy, w, h,
+        then 7 keypoints (x, y) (0 wrist, 2 middle-finger MCP, ...). score_logits are raw logits
+        (MediaPipe clips them to +-100 and applies a sigmoid).
+        """
+        _check_input(x, self.input_size)
+        out = self.graph(x)
+        return out["regressors"], out["scores"]
+
+
+class LandmarkNet(nn.Module):
+    """MediaPipe hand_landmark_full: (B, 3, 224, 224) ROI crops in [0, 1] -> landmarks and features."""
+
+    input_size = 224
+
+    def __init__(self, graph: TFLiteGraph):
+        super().__init__()
+        self.graph = graph
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B,3,224,224) RGB float in [0,1] -> dict of tensors (all batched over B):
+
+        landmarks (B,21,3): x, y in crop pixels (0..224), z relative depth in the same px scale
+            (wrist-relative-ish, as MediaPipe's raw output; MediaPipe divides z by 224 then scales);
+        presence (B,): hand presence PROBABILITY (the graph already applies the sigmoid);
+        handedness (B,): probability (sigmoid applied in-graph) that the crop shows a RIGHT hand
+            in MediaPipe's convention for an un-mirrored image (MediaPipe's Hands labels assume a
+            mirrored selfie image: score > 0.5 -> label "Right" there);
+        world (B,21,3): metric 3D landmarks in metres, origin near the hand centre, crop-rotation frame;
+        features (B,1152): global average of the last conv map (input of the FC heads);
+        feature_map (B,1152,7,7): the last conv feature map.
+        """
+        _check_input(x, self.input_size)
+        out = self.graph(x)
+        b = x.shape[0]
+        return {
+            "landmarks": out["landmarks"].reshape(b, 21, 3),
+            "presence": out["presence"].reshape(b),
+            "handedness": out["handedness"].reshape(b),
+            "world": out["world"].reshape(b, 21, 3),
+            "features": out["features"].reshape(b, -1),
+            "feature_map": out["feature_map"],
+        }
+
+
+def _check_input(x: torch.Tensor, size: int) -> None:
+    """Raise ModelError unless x is (B, 3, size, size) floating point."""
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size or not x.is_floating_point():
+        raise ModelError(f"expected a float tensor (B, 3, {size}, {size}), got {tuple(x.shape)} {x.dtype}")
+
+
+def load_palm_detector(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                       path: Path | str | None = None) -> PalmDetector:
+    """The frozen palm detector (shipped weights by default) on device/dtype."""
+    return _freeze(PalmDetector(load_graph(path or PALM_WEIGHTS)), device, dtype)
+
+
+def load_landmark_net(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                      path: Path | str | None = None) -> LandmarkNet:
+    """The frozen hand landmark network (shipped weights by default) on device/dtype."""
+    return _freeze(LandmarkNet(load_graph(path or LANDMARK_WEIGHTS)), device, dtype)
