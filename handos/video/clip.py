@@ -1,0 +1,318 @@
+"""`process_clip`: stream a clip through the model with tracking and smoothing; write JSONL, mp4, keyframes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from handos.errors import InputError
+from handos.io.camera import Camera
+from handos.io.schema import BONES, Hand, prediction_record
+from handos.video.reader import DEFAULT_MAX_SECONDS, ClipReader, read_frames
+from handos.video.smoothing import HandSmoother, OneEuroConfig
+from handos.video.tracker import HandTracker, TrackerConfig
+
+
+@dataclass
+class ClipSummary:
+    """What process_clip did (printed by the CLI as JSON)."""
+
+    path: str
+    width: int
+    height: int
+    fps: float  # the clip's frame rate
+    frames: int = 0  # frames processed (one JSONL record each)
+    frames_with_hands: int = 0
+    hands: int = 0  # hands over all frames
+    tracks: int = 0  # distinct track ids
+    track_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # clip time covered (last frame time + one frame)
+    broken_frames: int = 0  # skipped, undecodable
+    truncated: bool = False  # stopped at --limit / --max-seconds
+    detector_frames: int = 0  # frames where the palm detector ran
+    roi_frames: int = 0  # frames served by ROI tracking only
+    smoothed: bool = True
+    jitter_raw_px: float = math.nan  # mean 2D keypoint acceleration before smoothing (px / frame^2)
+    jitter_px: float = math.nan  # the same on the written (smoothed) keypoints
+    elapsed_s: float = 0.0
+    frames_per_s: float = 0.0  # processing throughput (decode + model + writing)
+    model_frames_per_s: float = 0.0  # model only
+    out_jsonl: str | None = None
+    out_video: str | None = None
+    keyframes: list[int] = field(default_factory=list)
+    keyframes_dir: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON-able values (NaN -> None)."""
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+class JitterMeter:
+    """Online mean 2D keypoint acceleration per track, |k[t+1] - 2k[t] + k[t-1]| averaged over joints (px/frame^2)."""
+
+    def __init__(self) -> None:
+        """No history yet."""
+        self.hist: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, frame: int, hands: Iterable[Hand]) -> None:
+        """Add one frame's tracked hands."""
+        for h in hands:
+            if h.track_id is None:
+                continue
+            seq = self.hist.setdefault(h.track_id, [])
+            seq.append((frame, np.asarray(h.keypoints_2d, np.float64)))
+            del seq[:-3]
+            if len(seq) == 3 and seq[2][0] - seq[0][0] == 2:
+                acc = seq[2][1] - 2 * seq[1][1] + seq[0][1]  # (21, 2)
+                self.total += float(np.linalg.norm(acc, axis=-1).mean())
+                self.count += 1
+
+    @property
+    def value(self) -> float:
+        """The mean so far (NaN before any three consecutive frames of one track)."""
+        return self.total / self.count if self.count else math.nan
+
+
+def jitter_px(records: Iterable[dict[str, Any]]) -> float:
+    """Mean 2D keypoint acceleration (px / frame^2) of schema records with frame and track_id (e.g. a JSONL)."""
+    meter = JitterMeter()
+    for rec in sorted(records, key=lambda r: r["frame"]):
+        meter.update(rec["frame"], [Hand.from_dict(h) for h in rec["hands"]])
+    return meter.value
+
+
+class KeyframeSelector:
+    """Online keyframe choice: the first frame, then one every `every_s`, plus frames where the tracked hands change."""
+
+    def __init__(self, every_s: float = 1.0, on_change: bool = True, min_gap_s: float = 0.25) -> None:
+        """Nothing chosen yet."""
+        if not every_s > 0:
+            raise InputError(f"keyframe interval must be positive seconds, got {every_s!r}")
+        self.every_s, self.on_change, self.min_gap_s = float(every_s), on_change, min_gap_s
+        self.last_t = -math.inf
+        self.prev_key = None
+        self.picked: list[int] = []
+
+    def __call__(self, rec: dict[str, Any]) -> bool:
+        """Whether this record's frame is a keyframe (records must come in frame order)."""
+        t = float(rec["time_s"] if rec.get("time_s") is not None else rec["frame"] / 30.0)
+        key = tuple(sorted((h.get("track_id") if h.get("track_id") is not None else -1, h["handedness"])
+                           for h in rec["hands"]))
+        changed = self.on_change and self.prev_key is not None and key != self.prev_key and t - self.last_t >= self.min_gap_s
+        self.prev_key = key
+        if not self.picked or t - self.last_t >= self.every_s or changed:
+            self.picked.append(int(rec["frame"]))
+            self.last_t = t
+            return True
+        return False
+
+
+def select_keyframes(records: Iterable[dict[str, Any]], every_s: float = 1.0, on_change: bool = True,
+                     min_gap_s: float = 0.25, max_frames: int | None = None) -> list[int]:
+    """Frames worth labelling: the first, then one every `every_s`, plus (if on_change) where the tracked hands change."""
+    sel = KeyframeSelector(every_s, on_change, min_gap_s)
+    for rec in sorted(records, key=lambda r: r["frame"]):
+        sel(rec)
+        if max_frames is not None and len(sel.picked) >= max_frames:
+            break
+    return sel.picked
+
+
+class KeyframeSaver:
+    """Write keyframes as JPEGs plus `keyframes.jsonl` (their records, `file` = the JPEG name) for Label Studio."""
+
+    def __init__(self, clip: str | os.PathLike, out_dir: str | os.PathLike, quality: int = 92) -> None:
+        """Create the folder and open keyframes.jsonl."""
+        self.clip = os.fspath(clip)
+        self.out = Path(os.fspath(out_dir))
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stem = Path(self.clip).stem
+        self.quality = quality
+        self.paths: list[str] = []
+        self.manifest = open(self.out / "keyframes.jsonl", "w", encoding="utf-8")
+
+    def save(self, index: int, rgb: np.ndarray, rec: dict[str, Any] | None) -> str:
+        """Save one frame (and its record, if any); returns the JPEG path."""
+        from PIL import Image
+
+        name = f"{self.stem}_f{index:06d}.jpg"
+        Image.fromarray(rgb).save(self.out / name, quality=self.quality)
+        self.paths.append(str(self.out / name))
+        if rec is not None:
+            rec = dict(rec, file=name, source_clip=self.clip)  # file relative to keyframes.jsonl, as manifests are
+            self.manifest.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self.manifest.flush()
+        return self.paths[-1]
+
+    def close(self) -> None:
+        """Close keyframes.jsonl."""
+        self.manifest.close()
+
+
+def save_keyframes(clip: str | os.PathLike, records: list[dict[str, Any]], indices: list[int], out_dir: str | os.PathLike,
+                   quality: int = 92, **reader_kwargs) -> list[str]:
+    """Re-read the clip and save the chosen frames (with their records from `records`) for Label Studio."""
+    by_frame = {int(r["frame"]): r for r in records}
+    saver = KeyframeSaver(clip, out_dir, quality)
+    try:
+        for fr in read_frames(clip, indices, **reader_kwargs):
+            saver.save(fr.index, fr.rgb, by_frame.get(fr.index))
+    finally:
+        saver.close()
+    return saver.paths
+
+
+def draw_overlay(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
+    """Frame with boxes, skeletons and `#track L/R` labels (handos.render.overlay when present)."""
+    import cv2
+
+    try:
+        from handos.render.overlay import draw_hands
+
+        img = np.ascontiguousarray(draw_hands(rgb, hands))
+        if img.shape != rgb.shape or img.dtype != np.uint8:
+            raise ValueError("draw_hands returned a different image shape")
+    except (ImportError, AttributeError, ValueError, TypeError):
+        img = rgb.copy()
+        for h in hands:
+            kp = np.round(np.asarray(h.keypoints_2d)).astype(np.int32)
+            for a, b in BONES:
+                cv2.line(img, tuple(map(int, kp[a])), tuple(map(int, kp[b])), (0, 255, 0), 2, cv2.LINE_AA)
+            for p in kp:
+                cv2.circle(img, tuple(map(int, p)), 3, (255, 255, 255), -1, cv2.LINE_AA)
+            x1, y1, x2, y2 = np.round(np.asarray(h.bbox_xyxy)).astype(int)
+            cv2.rectangle(img, (x1, y1), (x2, y2), (255, 200, 0), 2)
+    for h in hands:  # track labels: always, so ids can be checked by eye
+        x1, y1 = np.round(np.asarray(h.bbox_xyxy)[:2]).astype(int)
+        tid = "?" if h.track_id is None else str(h.track_id)
+        label = f"#{tid} {h.handedness[0].upper()}"
+        org = (int(max(x1, 0)), int(max(y1 - 6, 14)))
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def _progress_callback(progress, total: int | None) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(update(n_done), close()) for progress=True (tqdm), a callable(done, total), or None/False."""
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc="clip", leave=False)
+        return (lambda n: bar.update(1)), bar.close
+    if callable(progress):
+        return (lambda n: progress(n, total)), (lambda: None)
+    if progress not in (None, False) and hasattr(progress, "update"):  # a tqdm-like object
+        return (lambda n: progress.update(1)), (lambda: None)
+    return (lambda n: None), (lambda: None)
+
+
+def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | None = None,
+                 out_video: str | os.PathLike | None = None, smooth: bool = True, max_hands: int = 2,
+                 max_seconds: float | None = DEFAULT_MAX_SECONDS, limit: int | None = None, progress=None,
+                 camera: Camera | dict | None = None, include_vertices: bool = False,
+                 keyframes_dir: str | os.PathLike | None = None, keyframe_every_s: float = 1.0,
+                 fps: float | None = None, tracker_config: TrackerConfig | None = None,
+                 smoothing: OneEuroConfig | None = None, on_frame: Callable[[dict[str, Any]], None] | None = None,
+                 ) -> ClipSummary:
+    """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes."""
+    path = os.fspath(path)
+    if max_hands < 1:
+        raise InputError(f"max_hands must be at least 1, got {max_hands}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps)
+        info = reader.info
+        summary = ClipSummary(path=path, width=info.width, height=info.height, fps=info.fps, smoothed=bool(smooth),
+                              out_jsonl=None if out_jsonl is None else os.fspath(out_jsonl),
+                              out_video=None if out_video is None else os.fspath(out_video))
+        cfg = tracker_config or TrackerConfig(max_hands=max_hands)
+        cam = None
+        tracker = None
+        smoother = HandSmoother(smoothing) if smooth else None
+        raw_meter, out_meter = JitterMeter(), JitterMeter()
+        keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
+        saver = None
+        total = info.frames if limit is None else min(limit, info.frames or limit)
+        tick, close_bar = _progress_callback(progress, total)
+        jsonl = None
+        writer = None
+        version = str(getattr(model, "version", "unknown"))
+        track_ids: set[int] = set()
+        t_start = time.perf_counter()
+        try:
+            if out_jsonl is not None:
+                Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
+                jsonl = open(out_jsonl, "w", encoding="utf-8")
+            if out_video is not None:
+                from handos.video.writer import VideoWriter
+
+                writer = VideoWriter(out_video, fps=info.fps)
+            for fr in reader:
+                h, w = fr.rgb.shape[:2]
+                if cam is None:  # the camera is fixed by the first frame (after rotation)
+                    cam = Camera.from_any(camera, w, h)
+                    tracker = HandTracker(model, cfg, cam)
+                    summary.width, summary.height = w, h
+                raw = tracker.step(fr.rgb, fr.index)
+                hands = smoother(raw, fr.time_s) if smoother is not None else raw
+                if smoother is not None:
+                    smoother.drop(set(tracker.tracks.tracks))
+                raw_meter.update(fr.index, raw)
+                out_meter.update(fr.index, hands)
+                rec = prediction_record(path, w, h, cam.to_dict(), hands, version, frame=fr.index, time_s=fr.time_s,
+                                        include_vertices=include_vertices)
+                if jsonl is not None:
+                    jsonl.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                    jsonl.flush()
+                if writer is not None:
+                    writer.write(draw_overlay(fr.rgb, hands), fr.time_s)
+                if on_frame is not None:
+                    on_frame(rec)
+                if keyframes is not None and keyframes(rec):
+                    saver = saver or KeyframeSaver(path, keyframes_dir)
+                    saver.save(fr.index, fr.rgb, rec)
+                summary.frames += 1
+                summary.hands += len(hands)
+                summary.frames_with_hands += int(bool(hands))
+                summary.seconds = fr.time_s + 1.0 / info.fps
+                track_ids.update(x.track_id for x in hands if x.track_id is not None)
+                tick(summary.frames)
+        finally:
+            close_bar()
+            if jsonl is not None:
+                jsonl.close()
+            if writer is not None:
+                writer.close()
+            if saver is not None:
+                saver.close()
+        summary.elapsed_s = time.perf_counter() - t_start
+        summary.broken_frames = reader.stats.broken
+        summary.truncated = reader.stats.truncated
+        summary.track_ids = sorted(track_ids)
+        summary.tracks = len(track_ids)
+        if tracker is not None:
+            summary.detector_frames = tracker.stats.detector_frames
+            summary.roi_frames = tracker.stats.roi_frames
+            if tracker.stats.seconds_model > 0:
+                summary.model_frames_per_s = tracker.stats.frames / tracker.stats.seconds_model
+        summary.frames_per_s = summary.frames / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+        summary.jitter_raw_px = raw_meter.value
+        summary.jitter_px = out_meter.value
+        if keyframes is not None:
+            summary.keyframes = list(keyframes.picked)
+            summary.keyframes_dir = os.fspath(keyframes_dir)
+    summary.warnings = [str(w.message) for w in caught] + list(info.notes)
+    for msg in summary.warnings:
+        warnings.warn(msg, stacklevel=2)
+    return summary
