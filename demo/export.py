@@ -1,0 +1,81 @@
+"""Download files for one result: predictions JSON (schema), meshes as OBJ (camera frame) and GLB (glTF frame)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import trimesh
+
+from demo.colors import MESH_COLORS
+from handos.io.schema import Hand
+
+WORK_ROOT = Path(tempfile.gettempdir()) / "handos-demo"
+KEEP_S = 2 * 3600  # result folders older than this are removed when a new one is made
+
+# glTF is y up, z towards the viewer: the camera frame (y down, z forward) turned 180 deg about x.
+CAMERA_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def new_workdir(prefix: str) -> Path:
+    """A fresh folder for one request's files; prunes folders older than KEEP_S."""
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in WORK_ROOT.iterdir():
+        try:
+            if now - old.stat().st_mtime > KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix + "-", dir=WORK_ROOT))
+
+
+def hand_meshes(hands: Sequence[Hand], faces_for) -> list[tuple[str, trimesh.Trimesh]]:
+    """(name, mesh) per hand with vertices, in the camera frame, coloured by handedness."""
+    out = []
+    for hand in hands:
+        if hand.vertices is None:
+            continue
+        faces = np.asarray(faces_for(hand.handedness), dtype=np.int64)
+        mesh = trimesh.Trimesh(np.asarray(hand.vertices, dtype=np.float64), faces, process=False)
+        rgba = np.array([*MESH_COLORS.get(hand.handedness, MESH_COLORS["right"]), 255], dtype=np.uint8)
+        mesh.visual.face_colors = np.tile(rgba, (len(faces), 1))
+        out.append((f"hand{hand.id}_{hand.handedness}", mesh))
+    return out
+
+
+def write_downloads(workdir: Path, stem: str, record: dict[str, Any], hands: Sequence[Hand], faces_for) -> list[str]:
+    """Write <stem>.json, and <stem>.obj / <stem>.glb when there are meshes; return the paths."""
+    paths = []
+    json_path = workdir / f"{stem}.handos.json"
+    json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    paths.append(str(json_path))
+    meshes = hand_meshes(hands, faces_for)
+    if meshes:
+        obj_path = workdir / f"{stem}.hands.obj"
+        obj_path.write_text(obj_text(meshes), encoding="utf-8")
+        glb_path = workdir / f"{stem}.hands.glb"
+        scene = trimesh.Scene()
+        for name, mesh in meshes:
+            m = mesh.copy()
+            m.apply_transform(CAMERA_TO_GLTF)
+            scene.add_geometry(m, node_name=name, geom_name=name)
+        glb_path.write_bytes(scene.export(file_type="glb"))
+        paths += [str(obj_path), str(glb_path)]
+    return paths
+
+
+def obj_text(meshes: list[tuple[str, trimesh.Trimesh]]) -> str:
+    """One OBJ with a named object per hand (metres, camera frame: x right, y down, z forward)."""
+    lines = ["# handos hands, metres, camera frame (x right, y down, z forward)"]
+    offset = 1
+    for name, mesh in meshes:
+        lines.append(f"o {name}")
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(mesh.vertices)]
+        lines += [f"f {a} {b} {c}" for a, b, c in np.asarray(mesh.faces) + offset]
+        offset += len(mesh.vertices)
+    return "\n".join(lines) + "\n"
