@@ -1,0 +1,219 @@
+"""`python -m handos eval ANNOTATIONS.json`: run the model on every annotated image and score it (design 3.2).
+
+The core is `evaluate(annotations, predictor, root)`, which takes any object with
+`predict_batch(images, cameras) -> list[list[Hand]]`; `score_records` scores saved predictions instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, TextIO
+
+from handos.errors import InputError
+from handos.eval.report import EvalAccumulator, GTHand, PredHand, format_report
+
+
+class Predictor(Protocol):
+    """What `evaluate` needs from a model."""
+
+    def predict_batch(self, images: list, cameras: list | None = None) -> list[list[Any]]: ...
+
+
+def load_annotations(path: str | Path) -> dict[str, Any]:
+    """Read and check a derived_annotations.json file (design 3.2); InputError if unusable."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such annotation file (expected a derived_annotations.json, design 3.2)")
+    try:
+        ann = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(ann, dict) or not isinstance(ann.get("images"), list):
+        raise InputError(f"{path}: no 'images' list; expected the derived_annotations.json format (design 3.2)")
+    for i, im in enumerate(ann["images"]):
+        if not isinstance(im, dict) or "file" not in im or not isinstance(im.get("hands"), list):
+            raise InputError(f"{path}: images[{i}] needs 'file' and a 'hands' list")
+        for h in im["hands"]:
+            if len(h.get("joints_2d") or []) != 21:
+                raise InputError(f"{path}: images[{i}] ({im['file']}) has a hand without 21 joints_2d entries")
+    return ann
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of `items` of length `size`."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _camera_dict(cam: Any, width: int, height: int, focal_35mm: float | None) -> dict[str, float]:
+    """The camera the image is evaluated with, as the schema's camera object."""
+    from handos.io.camera import Camera
+
+    return Camera.from_any(cam, width, height, focal_35mm).to_dict()
+
+
+def evaluate(
+    annotations: dict[str, Any],
+    predictor: Predictor,
+    root: str | Path,
+    preds_out: TextIO | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run `predictor` on every annotated image (with its camera when given) and return the report dict.
+
+    Images are read relative to `root` (the annotation file's folder). Predictions are written to
+    `preds_out` as handos.prediction/1 JSON lines, one per image, as they come.
+    """
+    from handos.io.images import load_image
+    from handos.io.schema import prediction_record
+
+    images = annotations["images"][: limit if limit is not None else None]
+    acc = EvalAccumulator()
+    model_name = str(getattr(predictor, "version", type(predictor).__name__))
+    t0 = time.perf_counter()
+    bar = _progress(len(images), progress)
+    for batch in _batches(images, max(1, batch_size)):
+        loaded = []
+        for im in batch:
+            path = Path(root) / im["file"]
+            if not path.is_file():
+                raise InputError(f"{path}: image listed in the annotations is missing (paths are relative to the json's folder)")
+            loaded.append(load_image(path))
+        cams = [im.get("camera") for im in batch]
+        results = predictor.predict_batch([li.rgb for li in loaded], cams)
+        if len(results) != len(batch):
+            raise InputError(f"predictor returned {len(results)} results for {len(batch)} images")
+        for im, li, cam, hands in zip(batch, loaded, cams, results):
+            acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in hands])
+            if preds_out is not None:
+                rec = prediction_record(im["file"], li.width, li.height, _camera_dict(cam, li.width, li.height, li.focal_35mm), list(hands), model_name)
+                for h, rh in zip(hands, rec["hands"]):
+                    frame = (getattr(h, "extras", None) or {}).get("joints_3d_frame")
+                    if frame:
+                        rh["joints_3d_frame"] = frame
+                preds_out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                preds_out.flush()
+        bar.update(len(batch))
+    bar.close()
+    report = _finish(acc, annotations, model_name)
+    report["seconds_per_image"] = round((time.perf_counter() - t0) / max(1, len(images)), 4)
+    return report
+
+
+def score_records(annotations: dict[str, Any], records: Iterable[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
+    """Score saved handos.prediction/1 records (matched to images by `file`) without running a model."""
+    by_file = {r.get("file"): r for r in records}
+    images = annotations["images"][: limit if limit is not None else None]
+    acc = EvalAccumulator()
+    models = set()
+    for im in images:
+        rec = by_file.get(im["file"])
+        if rec is None:
+            raise InputError(f"no prediction for {im['file']} in the predictions file")
+        models.add(str(rec.get("model")))
+        acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in rec.get("hands", [])])
+    return _finish(acc, annotations, ",".join(sorted(models)) or "?")
+
+
+def _finish(acc: EvalAccumulator, annotations: dict[str, Any], model: str) -> dict[str, Any]:
+    """The report with its header fields."""
+    return {"dataset": annotations.get("dataset"), "model": model, **acc.report()}
+
+
+class _NoBar:
+    """Stand-in for tqdm when progress is off."""
+
+    def update(self, n: int) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing."""
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar on stderr, or a stand-in."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, leave=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `handos eval`."""
+    p = argparse.ArgumentParser(prog="handos eval", description="Evaluate on a derived_annotations.json file (design section 3.2).")
+    p.add_argument("annotations", help="derived_annotations.json; image paths are relative to its folder")
+    p.add_argument("--out", help="write the report JSON here")
+    p.add_argument("--preds", help="write predictions (handos.prediction/1 JSONL) here; default: next to --out")
+    p.add_argument("--from-preds", metavar="JSONL", help="score these saved predictions instead of running a model")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--weights", default=None, help="weights path or Hub repo id (default: the shipped weights)")
+    p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=8, help="images per predict_batch call (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `python -m handos eval`."""
+    args = build_parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    ann_path = Path(args.annotations)
+    ann = load_annotations(ann_path)
+    if args.from_preds:
+        report = score_records(ann, _read_jsonl(args.from_preds), limit=args.limit)
+    else:
+        predictor = _make_predictor(args)
+        preds_path = Path(args.preds) if args.preds else (Path(args.out).with_suffix(".preds.jsonl") if args.out else None)
+        fh = None
+        try:
+            if preds_path is not None:
+                preds_path.parent.mkdir(parents=True, exist_ok=True)
+                fh = preds_path.open("w")
+            report = evaluate(ann, predictor, ann_path.parent, preds_out=fh, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet)
+        finally:
+            if fh is not None:
+                fh.close()
+        if preds_path is not None:
+            report["predictions_file"] = str(preds_path)
+    report["annotations"] = str(ann_path)
+    report["mode"] = "foundation-only" if args.foundation_only else ("saved-predictions" if args.from_preds else "pipeline")
+    print(format_report(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report written to {args.out}")
+    return 0
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Records of a JSONL file; InputError on a bad line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such predictions file")
+    out = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{n}: not JSON ({err.msg})") from None
+    return out
+
+
+def _make_predictor(args: argparse.Namespace) -> Predictor:
+    """The full pipeline, or the foundation alone with --foundation-only."""
+    if args.foundation_only:
+        from handos.eval.adapters import FoundationPredictor
+
+        return FoundationPredictor(device=args.device)
+    import handos
+
+    return handos.load(weights=args.weights, device=args.device)
