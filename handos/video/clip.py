@@ -173,26 +173,51 @@ def save_keyframes(clip: str | os.PathLike, records: list[dict[str, Any]], indic
     return saver.paths
 
 
-def draw_overlay(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
-    """Frame with boxes, skeletons and `#track L/R` labels (handos.render.overlay when present)."""
+_DRAW_HANDS: list = []  # the renderer's draw_hands, looked up once (empty list: not looked up yet)
+
+
+def _draw_hands_fn():
+    """handos.render.overlay.draw_hands if that module is there, else None."""
+    if not _DRAW_HANDS:
+        try:
+            from handos.render.overlay import draw_hands
+        except ImportError:
+            draw_hands = None
+        _DRAW_HANDS.append(draw_hands)
+    return _DRAW_HANDS[0]
+
+
+def _draw_skeleton(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
+    """A plain skeleton overlay (used when the renderer's draw_hands is unavailable)."""
     import cv2
 
-    try:
-        from handos.render.overlay import draw_hands
+    img = rgb.copy()
+    for h in hands:
+        kp = np.round(np.asarray(h.keypoints_2d)).astype(np.int32)
+        for a, b in BONES:
+            cv2.line(img, tuple(map(int, kp[a])), tuple(map(int, kp[b])), (0, 255, 0), 2, cv2.LINE_AA)
+        for p in kp:
+            cv2.circle(img, tuple(map(int, p)), 3, (255, 255, 255), -1, cv2.LINE_AA)
+        x1, y1, x2, y2 = np.round(np.asarray(h.bbox_xyxy)).astype(int)
+        cv2.rectangle(img, (x1, y1), (x2, y2), (255, 200, 0), 2)
+    return img
 
-        img = np.ascontiguousarray(draw_hands(rgb, hands))
-        if img.shape != rgb.shape or img.dtype != np.uint8:
-            raise ValueError("draw_hands returned a different image shape")
-    except (ImportError, AttributeError, ValueError, TypeError):
-        img = rgb.copy()
-        for h in hands:
-            kp = np.round(np.asarray(h.keypoints_2d)).astype(np.int32)
-            for a, b in BONES:
-                cv2.line(img, tuple(map(int, kp[a])), tuple(map(int, kp[b])), (0, 255, 0), 2, cv2.LINE_AA)
-            for p in kp:
-                cv2.circle(img, tuple(map(int, p)), 3, (255, 255, 255), -1, cv2.LINE_AA)
-            x1, y1, x2, y2 = np.round(np.asarray(h.bbox_xyxy)).astype(int)
-            cv2.rectangle(img, (x1, y1), (x2, y2), (255, 200, 0), 2)
+
+def draw_overlay(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
+    """Frame with boxes, skeletons and `#track L/R` labels (handos.render.overlay.draw_hands when present)."""
+    import cv2
+
+    fn = _draw_hands_fn()
+    img = None
+    if fn is not None:
+        try:
+            img = np.ascontiguousarray(fn(rgb, hands))
+        except (TypeError, ValueError, AttributeError):
+            img = None
+        if img is not None and (img.shape != rgb.shape or img.dtype != np.uint8):
+            img = None
+    if img is None:
+        img = _draw_skeleton(rgb, hands)
     for h in hands:  # track labels: always, so ids can be checked by eye
         x1, y1 = np.round(np.asarray(h.bbox_xyxy)[:2]).astype(int)
         tid = "?" if h.track_id is None else str(h.track_id)
