@@ -189,6 +189,7 @@ def convert_wheel(wheel: Path, out_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:
                     "mediapipe_version": MEDIAPIPE_VERSION}
             path = out_dir / f"{name}.safetensors"
             save_file({k: np.ascontiguousarray(a) for k, a in sorted(params.items())}, str(path), metadata=meta)
+            path.chmod(0o644)
             written[name] = path
             notice_rows.append(f"  {path.name}\n    from: {member}\n    tflite sha256: {sha256(buf)}\n")
     notice = (

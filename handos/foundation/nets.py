@@ -7,10 +7,12 @@ grouped convs, per-channel PReLU, half-pixel bilinear resize, ...). Activations 
 4D tensors are permuted to NHWC only where tflite semantics need it (RESHAPE). Needs only torch and
 safetensors at run time.
 
-Input normalisation (read off MediaPipe's graphs, `ImageToTensorCalculator`):
-- palm detector: RGB letterboxed to 192x192 (zero/black border), float range **[-1, 1]**
-  (`output_tensor_float_range { min: -1 max: 1 }`, i.e. x = rgb / 127.5 - 1).
-- landmark net: RGB ROI crop 224x224, float range **[0, 1]** (x = rgb / 255).
+Input normalisation (read off the subgraphs serialised in mediapipe 0.10.21's
+`_framework_bindings*.so`, `ImageToTensorCalculatorOptions`; NOT the older published pbtxt, which
+said [-1, 1] for the palm model):
+- palm detector: RGB letterboxed to 192x192 (keep_aspect_ratio, BORDER_ZERO: black border),
+  float range **[0, 1]** (`output_tensor_float_range { min: 0 max: 1 }`, x = rgb / 255).
+- landmark net: RGB rotated ROI crop 224x224 (keep_aspect_ratio), float range **[0, 1]** (x = rgb / 255).
 
 >>> palm = load_palm_detector()                    # PalmDetector, CPU float32, frozen
 >>> reg, logits = palm(torch.zeros(2, 3, 192, 192))  # (2, 2016, 18), (2, 2016, 1)
@@ -184,7 +186,7 @@ def _freeze(m: nn.Module, device: str | torch.device, dtype: torch.dtype) -> nn.
 
 
 class PalmDetector(nn.Module):
-    """MediaPipe palm_detection_full: (B, 3, 192, 192) in [-1, 1] -> SSD regressors and score logits."""
+    """MediaPipe palm_detection_full: (B, 3, 192, 192) in [0, 1] -> SSD regressors and score logits."""
 
     input_size = 192
     num_anchors = 2016
@@ -195,7 +197,7 @@ class PalmDetector(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B,3,192,192) RGB float in [-1,1] (letterboxed) -> (regressors (B,2016,18), score_logits (B,2016,1)).
+        """x (B,3,192,192) RGB float in [0,1] (letterboxed, black border) -> (regressors (B,2016,18), score_logits (B,2016,1)).
 
         regressors per anchor, in 192-px input units relative to the anchor centre: box cx, cy, w, h,
         then 7 keypoints (x, y) (0 wrist, 2 middle-finger MCP, ...). score_logits are raw logits
@@ -219,12 +221,15 @@ class LandmarkNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B,3,224,224) RGB float in [0,1] -> dict of tensors (all batched over B):
 
-        landmarks (B,21,3): x, y in crop pixels (0..224), z relative depth in the same px scale
-            (wrist-relative-ish, as MediaPipe's raw output; MediaPipe divides z by 224 then scales);
-        presence (B,): hand presence PROBABILITY (the graph already applies the sigmoid);
-        handedness (B,): probability (sigmoid applied in-graph) that the crop shows a RIGHT hand
-            in MediaPipe's convention for an un-mirrored image (MediaPipe's Hands labels assume a
-            mirrored selfie image: score > 0.5 -> label "Right" there);
+        landmarks (B,21,3): x, y in crop pixels (0..224); z relative depth (wrist ~ 0, smaller =
+            nearer the camera) in crop-pixel-like units; MediaPipe's normalised z is
+            z / 224 / 0.4 * (ROI width / image width) (TensorsToLandmarks normalize_z 0.4, then
+            LandmarkProjection), i.e. in image pixels z_px = z / 224 / 0.4 * roi_w_px;
+        presence (B,): hand presence PROBABILITY (the graph already applies the sigmoid;
+            MediaPipe keeps the hand when > 0.5, ThresholdingCalculator / min_tracking_confidence);
+        handedness (B,): probability (sigmoid in-graph) of MediaPipe's label "Left" (binary
+            classification, label map ["Left", "Right"], "Right" = 1 - p); MediaPipe assumes a
+            mirrored selfie image, so on an ordinary (un-mirrored) photo p is P(RIGHT hand);
         world (B,21,3): metric 3D landmarks in metres, origin near the hand centre, crop-rotation frame;
         features (B,1152): global average of the last conv map (input of the FC heads);
         feature_map (B,1152,7,7): the last conv feature map.
