@@ -1,0 +1,255 @@
+"""`handos.load()` and `HandOS`: the frozen foundation and the 2D-3D decoder in one pass per batch."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from handos.errors import InputError, ModelError
+from handos.io.camera import Camera
+from handos.io.images import ImageLike, LoadedImage, load_image
+from handos.io.schema import Hand, prediction_record
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DECODER_FILE = "decoder.safetensors"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a ModelError."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for but no CUDA GPU is available here; use --device cpu")
+    return dev
+
+
+def resolve_weights(weights: str | os.PathLike | None) -> Path:
+    """The decoder weights file: shipped (None), a local file or folder, or a Hugging Face Hub repo id."""
+    if weights is None:
+        path = WEIGHTS_DIR / DECODER_FILE
+        if not path.exists():
+            raise ModelError(f"shipped decoder weights missing at {path}; reinstall handos or pass weights=PATH")
+        return path
+    path = Path(weights)
+    if path.is_dir():
+        path = path / DECODER_FILE
+    if path.exists():
+        return path
+    text = str(weights)
+    if text.count("/") == 1 and not text.startswith((".", "/")) and not text.endswith(".safetensors"):
+        return download_from_hub(text)
+    raise ModelError(f"weights {text!r} not found: give a .safetensors file, a folder holding {DECODER_FILE}, or a Hub repo id")
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch decoder weights from a Hub repo (only when the user names one); clear error when offline."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        file = hf_hub_download(repo_id, DECODER_FILE)
+        try:
+            hf_hub_download(repo_id, "decoder_config.json")
+        except Exception:
+            pass
+        return Path(file)
+    except Exception as err:  # offline, no such repo, auth: all one message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot get {DECODER_FILE} from the Hugging Face Hub repo {repo_id!r} ({first[:160]}); "
+                         "check the id and your connection, or pass a local path") from None
+
+
+def file_digest(path: Path) -> str:
+    """First 8 hex digits of a file's sha256 (names the weights version)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
+class HandOS:
+    """The whole model: image(s) in, a list of `Hand` per image out (design section 2)."""
+
+    def __init__(self, foundation, decoder, device: torch.device, version: str, max_hands: int = 2,
+                 score_threshold: float = 0.5) -> None:
+        """Wrap a loaded foundation and decoder; use `handos.load()` rather than this."""
+        self.foundation = foundation
+        self.decoder = decoder
+        self.device = device
+        self.version = version
+        self.max_hands = max_hands
+        self.score_threshold = score_threshold
+
+    # ---- inputs -------------------------------------------------------------------------------
+    @staticmethod
+    def load_images(images: Sequence[ImageLike]) -> list[LoadedImage]:
+        """Load and validate each image (paths, bytes, arrays, PIL)."""
+        return [load_image(im) for im in images]
+
+    @staticmethod
+    def camera_for(image: LoadedImage | np.ndarray, camera: Camera | dict | None = None) -> Camera:
+        """The camera used for an image: given, else EXIF focal, else the default field of view."""
+        if isinstance(image, np.ndarray):
+            image = LoadedImage(image, None, None)
+        return Camera.from_any(camera, image.width, image.height, image.focal_35mm)
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def __call__(self, image: ImageLike, camera: Camera | dict | None = None, **kwargs: Any) -> list[Hand]:
+        """Hands in one image."""
+        return self.predict_batch([image], [camera], **kwargs)[0]
+
+    def predict_batch(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
+                      max_hands: int | None = None, score_threshold: float | None = None) -> list[list[Hand]]:
+        """Hands in each of several images, in one foundation + decoder pass."""
+        return self.predict_frames(images, cameras, max_hands=max_hands, score_threshold=score_threshold)
+
+    @torch.no_grad()
+    def predict_frames(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
+                       rois: Sequence[np.ndarray | torch.Tensor | None] | None = None,
+                       detect: Sequence[bool] | bool | None = None, max_hands: int | None = None,
+                       score_threshold: float | None = None) -> list[list[Hand]]:
+        """Like predict_batch, with optional per-frame ROIs carried from the previous frame (video tracking).
+
+        rois[i] None: run the palm detector on frame i. rois[i] (k,5): run the landmark net on those ROIs
+        only; with detect[i] also True, the detector runs too and adds hands not already tracked.
+        Every Hand carries extras["roi"] (next frame's ROI), extras["roi_index"] and extras["presence"].
+        """
+        loaded = self.load_images(images)
+        n = len(loaded)
+        if n == 0:
+            return []
+        cams = [self.camera_for(im, (cameras[i] if cameras is not None else None)) for i, im in enumerate(loaded)]
+        max_hands = self.max_hands if max_hands is None else max_hands
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        if max_hands < 1:
+            raise InputError(f"max_hands must be at least 1, got {max_hands}")
+        rgbs = [im.rgb for im in loaded]
+        if rois is None:
+            fout = self.foundation.detect(rgbs, max_hands=max_hands)
+        else:
+            roi_list = [None if r is None else torch.as_tensor(np.asarray(r, dtype=np.float32)).reshape(-1, 5) for r in rois]
+            flags = [True] * n if detect is None else ([detect] * n if isinstance(detect, bool) else list(detect))
+            # frames that skip the detector get max_hands = their carried count (the foundation detects below it)
+            limits = [max_hands if flags[i] or roi_list[i] is None or len(roi_list[i]) == 0 else min(len(roi_list[i]), max_hands)
+                      for i in range(n)]
+            groups: dict[int, list[int]] = {}
+            for i, limit in enumerate(limits):
+                groups.setdefault(limit, []).append(i)
+            parts = [(ids, self.foundation.detect([rgbs[i] for i in ids], rois=[roi_list[i] for i in ids], max_hands=limit))
+                     for limit, ids in groups.items()]
+            fout = parts[0][1] if len(parts) == 1 else concat_outputs(parts, n)
+        return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
+
+    def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float) -> list[list[Hand]]:
+        """Run the decoder on the foundation's hands and assemble `Hand` objects per image."""
+        from handos.model.decoder import decoder_inputs_from_foundation
+
+        n_images = len(cams)
+        out: list[list[Hand]] = [[] for _ in range(n_images)]
+        if fout.image_index.numel() == 0:
+            return out
+        idx = fout.image_index.long()
+        cam_table = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=idx.device)
+        dec = self.decoder(decoder_inputs_from_foundation(fout, cam_table[idx]).to(self.device))
+        next_rois = fout.next_roi.float().cpu().numpy()
+        cam_t = dec.cam_t.float().cpu().numpy()
+        joints = (dec.joints_3d.float() + dec.cam_t[:, None].float()).cpu().numpy()
+        verts = (dec.vertices.float() + dec.cam_t[:, None].float()).cpu().numpy()
+        kp = dec.joints_2d.float().cpu().numpy()
+        kp_score = dec.joints_2d_score.float().cpu().numpy()
+        is_left = dec.is_left.cpu().numpy()
+        hand_score = dec.handedness_score.float().cpu().numpy()
+        score = fout.score.float().cpu().numpy()
+        presence = fout.presence.float().cpu().numpy()
+        boxes = fout.box.float().cpu().numpy()
+        roi_index = fout.roi_index.cpu().numpy()
+        order = np.argsort(-score, kind="stable")
+        for j in order:
+            if score[j] < threshold:
+                continue
+            i = int(idx[j])
+            w, h = sizes[i]
+            box = tight_box(kp[j], w, h)
+            out[i].append(Hand(
+                id=len(out[i]), score=float(score[j]),
+                handedness="left" if is_left[j] else "right", handedness_score=float(hand_score[j]),
+                bbox_xyxy=box, keypoints_2d=kp[j], keypoints_score=kp_score[j], joints_3d=joints[j],
+                cam_t=cam_t[j], vertices=verts[j],
+                extras={"roi": next_rois[j], "presence": float(presence[j]), "foundation_box": boxes[j],
+                        "roi_index": None if roi_index[j] < 0 else int(roi_index[j])},
+            ))
+        return out
+
+    # ---- records ------------------------------------------------------------------------------
+    def record(self, image: ImageLike, camera: Camera | dict | None = None, file: str | None = None,
+               include_vertices: bool = False) -> dict[str, Any]:
+        """The schema record (handos.prediction/1) of one image."""
+        return self.records_batch([image], [camera], [file], include_vertices)[0]
+
+    def records_batch(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
+                      files: Sequence[str | None] | None = None, include_vertices: bool = False) -> list[dict[str, Any]]:
+        """Schema records of several images, predicted in one batch."""
+        loaded = self.load_images(images)
+        cams = [self.camera_for(im, cameras[i] if cameras is not None else None) for i, im in enumerate(loaded)]
+        hands = self.predict_batch(loaded, cams)
+        names = files if files is not None else [im.name for im in loaded]
+        return [prediction_record(names[i] if names[i] is not None else loaded[i].name, im.width, im.height,
+                                  cams[i].to_dict(), hands[i], self.version, include_vertices=include_vertices)
+                for i, im in enumerate(loaded)]
+
+    def faces_for(self, handedness: str | bool) -> np.ndarray:
+        """Triangle faces (F, 3) for a 'right' or 'left' hand (winding mirrored for left)."""
+        is_left = handedness if isinstance(handedness, bool) else handedness == "left"
+        return np.asarray(self.decoder.faces_for(is_left))
+
+
+def tight_box(keypoints: np.ndarray, width: int, height: int, pad: float = 0.1) -> np.ndarray:
+    """The keypoints' box grown by `pad` of its size on each side, clipped to the image."""
+    lo, hi = keypoints.min(0), keypoints.max(0)
+    margin = (hi - lo) * pad
+    lo, hi = lo - margin, hi + margin
+    return np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], width - 1), min(hi[1], height - 1)], dtype=np.float64)
+
+
+def concat_outputs(parts: list[tuple[list[int], Any]], num_images: int):
+    """Join FoundationOutputs of disjoint image groups [(image ids, output)] into one over all images."""
+    from dataclasses import fields
+
+    first = parts[0][1]
+    sizes = torch.zeros((num_images, 2), dtype=first.image_sizes.dtype, device=first.image_sizes.device)
+    joined = {}
+    for f in fields(first):
+        if f.name == "image_sizes":
+            continue
+        values = [getattr(out, f.name) for _, out in parts]
+        if f.name == "image_index":
+            values = [torch.as_tensor(ids, dtype=torch.long, device=v.device)[v] for (ids, _), v in zip(parts, values)]
+        joined[f.name] = None if any(v is None for v in values) else torch.cat(values)
+    for ids, out in parts:
+        sizes[torch.as_tensor(ids, dtype=torch.long)] = out.image_sizes.to(sizes.device)
+    return type(first)(image_sizes=sizes, **joined)
+
+
+def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
+         score_threshold: float = 0.5) -> HandOS:
+    """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda."""
+    from handos.foundation import Foundation
+    from handos.model.decoder import load_decoder
+
+    dev = resolve_device(device)
+    path = resolve_weights(weights)
+    try:
+        decoder = load_decoder(path, device=dev)
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
+    foundation = Foundation.load(device=dev)
+    return HandOS(foundation, decoder, dev, version=f"handos-0.1-{file_digest(path)}", max_hands=max_hands,
+                  score_threshold=score_threshold)
