@@ -20,7 +20,9 @@ fi
 
 echo "installing label-studio $VERSION into $VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "label-studio==$VERSION"
-"$VENV/bin/label-studio" --version >/dev/null 2>&1 || true
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip's warnings about absent local mirror folders are noise here; real errors still stop the script
+"$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install --quiet "label-studio==$VERSION" 2> >(grep -v "^WARNING: Location" >&2)
+"$VENV/bin/python" -c "import label_studio" # importable (no server start: `label-studio --version` boots Django)
 echo "label-studio $VERSION ready: $VENV/bin/label-studio"

@@ -1,0 +1,350 @@
+"""A Label Studio ML backend serving handos predictions: `python -m annotate.backend --port 9090`.
+
+It speaks Label Studio's ML backend HTTP API: GET /health (and /), POST /setup, POST /predict,
+POST /webhook, GET /metrics. Connect it in a project under Settings -> Model. It fetches task images
+only from the Label Studio it is configured for (`--ls-url` or LABEL_STUDIO_URL, key from
+LABEL_STUDIO_API_KEY) or from files under `--local-root`, never from other hosts, and never more
+than `--max-image-mb`. The key is never logged or sent anywhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+from annotate import convert
+from handos.errors import HandosError, InputError, RemoteError
+
+log = logging.getLogger("annotate.backend")
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a /predict request body (tasks JSON) larger than this is refused
+
+
+class Predictor(Protocol):
+    """What the backend needs from a model: handos.load() satisfies it."""
+
+    version: str
+
+    def record(self, image: Any, camera: Any = None, file: str | None = None, include_vertices: bool = False) -> dict:
+        """One image -> a handos.prediction/1 record."""
+
+
+@dataclass
+class ImageFetcher:
+    """Reads task images from the configured Label Studio host or a local root only, with a size limit."""
+
+    ls_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    local_root: Path | None = None
+    max_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 30.0
+    _headers: dict[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ls_url:
+            from annotate.push import normalize_url
+
+            self.ls_url = normalize_url(self.ls_url)
+        if self.local_root is not None:
+            self.local_root = Path(self.local_root).resolve()
+
+    def origin(self) -> tuple[str, str, int] | None:
+        """(scheme, host, port) of the Label Studio this backend may fetch from."""
+        if not self.ls_url:
+            return None
+        p = urllib.parse.urlsplit(self.ls_url)
+        return p.scheme, (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header for the configured key (legacy token or personal access token)."""
+        if not self.api_key:
+            return {}
+        if self._headers is None:
+            from label_studio_sdk import LabelStudio
+
+            try:
+                headers = LabelStudio(base_url=self.ls_url, api_key=self.api_key)._client_wrapper.get_headers()
+            except Exception:
+                raise RemoteError("the configured LABEL_STUDIO_API_KEY was rejected; set a current token") from None
+            self._headers = {"Authorization": headers["Authorization"]}
+        return self._headers
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes of a task's image URL (InputError for URLs outside the allowed places or too large)."""
+        if not isinstance(url, str) or not url:
+            raise InputError("the task has no image URL")
+        if url.startswith("data:"):
+            return self._data_uri(url)
+        parts = urllib.parse.urlsplit(url)
+        if not parts.scheme and not parts.netloc:  # "/data/upload/..." or "/data/local-files/?d=..."
+            if parts.path.startswith("/data/local-files") and self.local_root is not None:
+                return self._local(parts)
+            if not self.ls_url:
+                raise InputError(f"the task image {url[:80]!r} is on Label Studio but no --ls-url is configured")
+            return self._http(self.ls_url + (url if url.startswith("/") else "/" + url))
+        if parts.scheme not in ("http", "https"):
+            raise InputError(f"refusing to fetch a {parts.scheme!r} URL; only the configured Label Studio is read")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self.origin() != (parts.scheme, (parts.hostname or "").lower(), port):
+            raise InputError(f"refusing to fetch images from {parts.hostname}:{port}; this backend only reads "
+                             f"from {self.ls_url or 'no Label Studio (none configured)'}")
+        if parts.path.startswith("/data/local-files") and self.local_root is not None:
+            return self._local(parts)
+        return self._http(url)
+
+    def _data_uri(self, url: str) -> bytes:
+        head, _, payload = url.partition(",")
+        if len(payload) > self.max_bytes * 4 // 3 + 4:
+            raise InputError(f"the task image is larger than {self.max_bytes // (1 << 20)} MB")
+        try:
+            return base64.b64decode(payload, validate=False) if ";base64" in head else urllib.parse.unquote_to_bytes(payload)
+        except (binascii.Error, ValueError):
+            raise InputError("the task image data URI is not valid base64") from None
+
+    def _local(self, parts: urllib.parse.SplitResult) -> bytes:
+        rel = urllib.parse.parse_qs(parts.query).get("d", [""])[0]
+        path = (self.local_root / rel.lstrip("/")).resolve()
+        if path != self.local_root and self.local_root not in path.parents:
+            raise InputError("refusing to read a local file outside --local-root")
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise InputError(f"local file {rel!r} not found under --local-root") from None
+        if size > self.max_bytes:
+            raise InputError(f"the task image is {size / (1 << 20):.1f} MB, over the {self.max_bytes / (1 << 20):.0f} MB limit")
+        return path.read_bytes()
+
+    def _http(self, url: str) -> bytes:
+        import httpx
+
+        try:
+            with httpx.stream("GET", url, headers=self.auth_headers(), timeout=self.timeout_s, follow_redirects=False) as r:
+                if r.status_code in (401, 403):
+                    raise RemoteError(f"Label Studio refused the backend's key when fetching an image (HTTP {r.status_code}); "
+                                      "set LABEL_STUDIO_API_KEY for the backend")
+                if r.status_code != 200:
+                    raise RemoteError(f"Label Studio answered HTTP {r.status_code} for a task image")
+                declared = int(r.headers.get("content-length") or 0)
+                if declared > self.max_bytes:
+                    raise InputError(f"the task image is {declared / (1 << 20):.1f} MB, over the {self.max_bytes / (1 << 20):.0f} MB limit")
+                chunks, total = [], 0
+                for chunk in r.iter_bytes():
+                    total += len(chunk)
+                    if total > self.max_bytes:
+                        raise InputError(f"the task image is over the {self.max_bytes / (1 << 20):.0f} MB limit")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TransportError as err:
+            raise RemoteError(f"cannot reach Label Studio at {self.ls_url} to fetch a task image ({type(err).__name__})") from None
+
+
+IMAGE_VAR = re.compile(r"<Image\b[^>]*?\bvalue=\"\$([A-Za-z0-9_]+)\"", re.S)
+
+
+def image_field(label_config: str | None) -> str:
+    """The task data field the config's <Image value="$..."> reads (default 'image')."""
+    m = IMAGE_VAR.search(label_config or "")
+    return m.group(1) if m else convert.IMAGE_KEY
+
+
+class HandosBackend:
+    """The ML backend's logic, free of HTTP: setup, predict (one Label Studio prediction per task)."""
+
+    def __init__(self, predictor: Predictor | None = None, fetcher: ImageFetcher | None = None,
+                 device: str = "auto", weights: str | None = None) -> None:
+        """`predictor` defaults to handos.load(weights, device), loaded on first use."""
+        self._predictor = predictor
+        self._device, self._weights = device, weights
+        self.fetcher = fetcher or ImageFetcher()
+        self.lock = threading.Lock()  # one inference at a time: the model is not shared across threads
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model (loaded lazily)."""
+        if self._predictor is None:
+            import handos
+
+            self._predictor = handos.load(weights=self._weights, device=self._device)
+        return self._predictor
+
+    @property
+    def version(self) -> str:
+        """The model version Label Studio records with each prediction."""
+        return str(self.predictor.version)
+
+    def setup(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /setup: Label Studio connects a project; we answer with our model version."""
+        return {"model_version": self.version}
+
+    def predict_task(self, task: dict[str, Any], field_name: str) -> dict[str, Any]:
+        """One task -> one Label Studio prediction {result, score, model_version}."""
+        from handos.io.images import load_image
+
+        data = task.get("data") or {}
+        url = data.get(field_name)
+        raw = self.fetcher.fetch(url)
+        loaded = load_image(raw)
+        known = data.get(convert.RECORD_FIELD) if isinstance(data.get(convert.RECORD_FIELD), dict) else {}
+        with self.lock:
+            record = self.predictor.record(loaded.rgb, camera=known.get("camera"),
+                                           file=data.get(convert.FILE_FIELD) or str(url)[:200])
+        return convert.record_to_prediction(record, model_version=self.version)
+
+    def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /predict: {tasks, label_config, ...} -> (HTTP status, {"results": [one per task]})."""
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            return 400, {"error": "the request has no 'tasks' list"}
+        field_name = image_field(body.get("label_config"))
+        results, errors = [], []
+        for task in tasks:
+            try:
+                results.append(self.predict_task(task if isinstance(task, dict) else {}, field_name))
+            except HandosError as err:
+                msg = str(err).splitlines()[0]
+                log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else "?", msg)
+                errors.append(msg)
+                results.append({"result": [], "score": 0.0, "model_version": self.version})
+        if tasks and len(errors) == len(tasks):
+            return 422, {"error": errors[0], "results": []}
+        return 200, {"results": results}
+
+
+def make_handler(backend: HandosBackend) -> type[BaseHTTPRequestHandler]:
+    """The HTTP request handler class bound to `backend`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "handos-ml-backend"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: Any) -> None:  # method, path and status only: no headers, no bodies
+            log.info("%s %s", self.address_string(), fmt % args)
+
+        def _send(self, status: int, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _body(self) -> dict[str, Any] | None:
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > MAX_BODY_BYTES:
+                self._send(413, {"error": f"request body over {MAX_BODY_BYTES >> 20} MB"})
+                self.close_connection = True
+                return None
+            try:
+                body = json.loads(self.rfile.read(n) or b"{}")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self._send(400, {"error": "the request body is not JSON"})
+                return None
+            if not isinstance(body, dict):
+                self._send(400, {"error": "the request body must be a JSON object"})
+                return None
+            return body
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urllib.parse.urlsplit(self.path).path.rstrip("/") or "/"
+            if path in ("/", "/health"):
+                self._send(200, {"status": "UP", "model_class": "handos", "model_version": backend.version})
+            elif path == "/metrics":
+                self._send(200, {})
+            else:
+                self._send(404, {"error": f"no route {path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+            body = self._body()
+            if body is None:
+                return
+            try:
+                if path == "/setup":
+                    self._send(200, backend.setup(body))
+                elif path == "/predict":
+                    status, payload = backend.predict(body)
+                    self._send(status, payload)
+                elif path == "/webhook":
+                    self._send(200, {"status": "ok", "note": "handos does not train from Label Studio events"})
+                elif path == "/train":
+                    self._send(200, {"status": "ok", "note": "training runs offline: python -m handos train"})
+                elif path == "/versions":
+                    self._send(200, {"versions": [backend.version]})
+                else:
+                    self._send(404, {"error": f"no route {path}"})
+            except HandosError as err:
+                self._send(500, {"error": str(err).splitlines()[0]})
+            except Exception as err:  # keep serving; one line in the log, no request data
+                log.error("%s failed: %s", path, type(err).__name__)
+                self._send(500, {"error": f"internal error ({type(err).__name__})"})
+
+    return Handler
+
+
+def make_server(backend: HandosBackend, host: str = "127.0.0.1", port: int = 9090) -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) for `backend`; call serve_forever() on it (e.g. in a thread)."""
+    server = ThreadingHTTPServer((host, port), make_handler(backend))
+    server.daemon_threads = True
+    return server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The backend's options."""
+    p = argparse.ArgumentParser(prog="python -m annotate.backend",
+                                description="Label Studio ML backend serving handos hand predictions.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL"),
+                   help="the Label Studio to fetch task images from (default $LABEL_STUDIO_URL); key from $LABEL_STUDIO_API_KEY")
+    p.add_argument("--local-root", default=os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),
+                   help="read /data/local-files/?d=... images from this folder (default $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)")
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="refuse task images larger than this")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the model, then serve until interrupted."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        fetcher = ImageFetcher(ls_url=args.ls_url, api_key=os.environ.get("LABEL_STUDIO_API_KEY") or None,
+                               local_root=Path(args.local_root) if args.local_root else None,
+                               max_bytes=int(args.max_image_mb * (1 << 20)))
+        if fetcher.ls_url and not fetcher.api_key:
+            log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be fetched")
+        backend = HandosBackend(fetcher=fetcher, device=args.device, weights=args.weights)
+        log.info("loading the handos model ...")
+        version = backend.version
+        server = make_server(backend, args.host, args.port)
+    except HandosError as err:
+        print(f"annotate.backend: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"annotate.backend: error: cannot listen on {args.host}:{args.port} ({err.strerror}); choose another --port",
+              file=sys.stderr)
+        return 2
+    log.info("handos ML backend %s on http://%s:%d (images from %s%s)", version, args.host, args.port,
+             fetcher.ls_url or "no Label Studio", f" and {fetcher.local_root}" if fetcher.local_root else "")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Converters between handos records and Label Studio tasks/exports (pure functions, no server)."""
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from annotate import convert
+from handos.errors import InputError
+from handos.io.schema import JOINT_NAMES, SCHEMA, validate_record
+
+
+def make_hand(rng: np.random.Generator, hid: int, W: int, H: int, handedness: str, inside: bool = True) -> dict:
+    """A schema hand with joints spread in a box (all inside the image unless `inside` is False)."""
+    cx, cy = rng.uniform(0.3, 0.7) * W, rng.uniform(0.3, 0.7) * H
+    kps = np.stack([cx + rng.uniform(-60, 60, 21), cy + rng.uniform(-60, 60, 21)], 1)  # (21, 2)
+    if not inside:
+        kps[4] = [-15.0, cy]  # thumb tip off the left border
+    x1, y1 = kps.min(0) - 8
+    x2, y2 = kps.max(0) + 8
+    j3 = rng.normal(0, 0.05, (21, 3)) + [0.0, 0.0, 0.6]
+    return {"id": hid, "track_id": None, "score": round(float(rng.uniform(0.6, 1.0)), 4), "handedness": handedness,
+            "handedness_score": 0.9, "bbox_xyxy": [float(x1), float(y1), float(x2), float(y2)],
+            "keypoints_2d": np.round(kps, 2).tolist(), "keypoints_score": np.round(rng.uniform(0.2, 1, 21), 4).tolist(),
+            "joints_3d": np.round(j3, 5).tolist(), "joints_3d_frame": "camera", "cam_t": np.round(j3[0], 5).tolist(),
+            "vertices": None}
+
+
+def make_record(seed: int = 0, W: int = 640, H: int = 480, n: int = 2, inside: bool = True) -> dict:
+    """A hand-written handos.prediction/1 record (before the pipeline existed; the schema is the contract)."""
+    rng = np.random.default_rng(seed)
+    hands = [make_hand(rng, i, W, H, ("right", "left")[i % 2], inside=inside or i > 0) for i in range(n)]
+    rec = {"schema": SCHEMA, "file": f"images/{seed:05d}.jpg", "width": W, "height": H, "model": "handos-test-v1",
+           "camera": {"fx": 500.0, "fy": 500.0, "cx": W / 2, "cy": H / 2}, "frame": None, "time_s": None, "hands": hands}
+    validate_record(rec)
+    return rec
+
+
+def annotate_from_prediction(task: dict) -> dict:
+    """What Label Studio exports after an annotator accepts the prediction unchanged."""
+    out = copy.deepcopy(task)
+    out["id"] = 7
+    out["annotations"] = [{"id": 1, "result": copy.deepcopy(task["predictions"][0]["result"]), "was_cancelled": False,
+                           "updated_at": "2026-01-01T00:00:00Z"}]
+    return out
+
+
+def test_label_config_is_valid_xml_with_all_joints_and_hands():
+    root = ET.fromstring(convert.label_config())
+    kp = root.find(".//KeyPointLabels[@name='joints']")
+    assert [lab.get("value") for lab in kp.findall("Label")] == list(JOINT_NAMES)
+    rect = root.find(".//RectangleLabels[@name='hand']")
+    assert sorted(lab.get("value") for lab in rect.findall("Label")) == ["left hand", "right hand"]
+    flags = root.find(".//Choices[@name='hand_flags']")
+    assert flags.get("perRegion") == "true" and {c.get("value") for c in flags} >= {"occluded", "truncated"}
+    assert root.find(".//Image").get("value") == "$" + convert.IMAGE_KEY
+
+
+def test_record_to_task_uses_percent_coordinates_and_parent_ids():
+    rec = make_record(1)
+    task = convert.record_to_task(rec, "/data/upload/1/x.jpg", "k1")
+    assert task["data"][convert.RECORD_FIELD] == rec and task["data"][convert.KEY_FIELD] == "k1"
+    pred = task["predictions"][0]
+    assert pred["model_version"] == "handos-test-v1"
+    assert pred["score"] == pytest.approx(np.mean([h["score"] for h in rec["hands"]]))
+    boxes = [r for r in pred["result"] if r["type"] == "rectanglelabels"]
+    joints = [r for r in pred["result"] if r["type"] == "keypointlabels"]
+    assert len(boxes) == 2 and len(joints) == 42
+    W, H = rec["width"], rec["height"]
+    for r in pred["result"]:
+        assert r["original_width"] == W and r["original_height"] == H
+    b = boxes[0]["value"]
+    x1, y1, x2, y2 = rec["hands"][0]["bbox_xyxy"]
+    assert b["x"] == pytest.approx(x1 / W * 100) and b["width"] == pytest.approx((x2 - x1) / W * 100)
+    assert b["rectanglelabels"] == ["right hand"] and boxes[1]["value"]["rectanglelabels"] == ["left hand"]
+    j = next(r for r in joints if r["id"] == "h1k5")
+    assert j["parentID"] == "h1" and j["value"]["keypointlabels"] == ["index1"]
+    assert j["value"]["y"] == pytest.approx(rec["hands"][1]["keypoints_2d"][5][1] / H * 100)
+
+
+def test_joints_outside_the_image_are_left_out_and_the_hand_marked_truncated():
+    rec = make_record(2, inside=False)
+    result = convert.record_to_result(rec)
+    ids = {r["id"] for r in result if r["type"] == "keypointlabels"}
+    assert "h0k4" not in ids and "h0k3" in ids and "h1k4" in ids
+    flags = [r for r in result if r["type"] == "choices"]
+    assert len(flags) == 1 and flags[0]["id"] == "h0" and flags[0]["value"]["choices"] == ["truncated"]
+    box = next(r for r in result if r["id"] == "h0" and r["type"] == "rectanglelabels")["value"]
+    assert box["x"] == 0.0  # clipped to the image
+
+
+def test_bad_records_are_refused():
+    rec = make_record(3)
+    with pytest.raises(InputError):
+        convert.record_to_task({**rec, "schema": "other"}, "u", "k")
+    rec["hands"][0]["handedness"] = "both"
+    with pytest.raises(InputError):
+        convert.record_to_result(rec)
+
+
+def test_round_trip_record_to_task_to_export_loses_nothing():
+    recs = [make_record(s, W=w, H=h, n=n) for s, (w, h, n) in enumerate([(640, 480, 2), (333, 517, 1), (1920, 1080, 0)])]
+    tasks = [annotate_from_prediction(convert.record_to_task(r, f"/data/upload/1/{i}.jpg", f"key{i}")) for i, r in enumerate(recs)]
+    coco = convert.export_to_coco(tasks)
+    assert coco["stats"]["images"] == 3 and coco["stats"]["hands"] == 3
+    assert coco["stats"]["orphan_joints"] == coco["stats"]["duplicate_joints"] == 0
+    for img, rec in zip(coco["images"], recs):
+        assert img["handos_prediction"] == rec  # the full record (3D, scores, camera) travels with the image
+        assert (img["file_name"], img["width"], img["height"], img["camera"]) == (rec["file"], rec["width"], rec["height"], rec["camera"])
+        anns = [a for a in coco["annotations"] if a["image_id"] == img["id"]]
+        assert len(anns) == len(rec["hands"])
+        for ann, hand in zip(anns, rec["hands"]):
+            k = np.asarray(ann["keypoints"]).reshape(21, 3)
+            np.testing.assert_allclose(k[:, :2], hand["keypoints_2d"], atol=1e-6)
+            assert (k[:, 2] == 2).all() and ann["num_keypoints"] == 21
+            x1, y1, x2, y2 = hand["bbox_xyxy"]
+            np.testing.assert_allclose(ann["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=1e-6)
+            assert ann["handedness"] == hand["handedness"]
+            side = "righthand" if hand["handedness"] == "right" else "lefthand"
+            assert ann[f"{side}_valid"] and ann[f"{side}_kpts"] == ann["keypoints"]
+            assert ann["handos_prediction"] == hand
+    back = [convert.task_to_record(t) for t in tasks]
+    for b, rec in zip(back, recs):
+        for hb, hr in zip(b["hands"], rec["hands"]):
+            np.testing.assert_allclose(hb["keypoints_2d"], hr["keypoints_2d"], atol=1e-6)
+            assert hb["joints_3d"] == hr["joints_3d"] and hb["cam_t"] == hr["cam_t"]
+    ev = convert.export_to_eval(tasks)
+    assert [len(i["hands"]) for i in ev["images"]] == [2, 1, 0]
+    assert ev["images"][0]["hands"][0]["joints_2d"][3] == pytest.approx(recs[0]["hands"][0]["keypoints_2d"][3])
+
+
+def test_export_follows_corrections_parent_ids_and_position():
+    rec = make_record(4)
+    task = annotate_from_prediction(convert.record_to_task(rec, "/u.jpg", "k"))
+    result = task["annotations"][0]["result"]
+    W, H = rec["width"], rec["height"]
+    moved = next(r for r in result if r["id"] == "h0k8")
+    moved["value"]["x"] += 1.0  # the annotator drags the index tip 1% of the width to the right
+    result[:] = [r for r in result if r["id"] != "h1k20"]  # and deletes the left hand's pinky tip
+    free = copy.deepcopy(next(r for r in result if r["id"] == "h1k19"))
+    free.pop("parentID")  # a joint placed by hand, tied to no box: grouped by position
+    free["id"], free["value"]["keypointlabels"] = "new1", ["pinky4"]
+    result.append(free)
+    flags = {"id": "h1", "from_name": "hand_flags", "to_name": "image", "type": "choices", "value": {"choices": ["occluded"]}}
+    result.append(flags)
+    coco = convert.export_to_coco([task])
+    a0, a1 = coco["annotations"]
+    k0 = np.asarray(a0["keypoints"]).reshape(21, 3)
+    assert k0[8, 0] == pytest.approx(rec["hands"][0]["keypoints_2d"][8][0] + W / 100)
+    k1 = np.asarray(a1["keypoints"]).reshape(21, 3)
+    assert k1[20, 2] == 2 and k1[20, 1] == pytest.approx(rec["hands"][1]["keypoints_2d"][19][1], abs=1e-6)
+    assert a1["attributes"]["occluded"] and not a0["attributes"]["occluded"]
+    result[:] = [r for r in result if r["id"] != "new1"]
+    k1 = np.asarray(convert.export_to_coco([task])["annotations"][1]["keypoints"]).reshape(21, 3)
+    assert k1[20, 2] == 0 and a1["num_keypoints"] == 21
+    ev = convert.export_to_eval([task])
+    assert ev["images"][0]["hands"][1]["joints_2d"][20] is None
+
+
+def test_rotated_box_exports_its_axis_aligned_bounds():
+    box = convert._region_box_px({"x": 10, "y": 10, "width": 20, "height": 10, "rotation": 90}, 100, 100)
+    np.testing.assert_allclose(box, [0, 10, 10, 30], atol=1e-9)
+
+
+def test_unlabelled_tasks_are_skipped_unless_predictions_are_asked_for():
+    task = convert.record_to_task(make_record(5), "/u.jpg", "k")
+    assert convert.export_to_coco([task])["stats"]["skipped_unlabelled"] == 1
+    coco = convert.export_to_coco([task], use_predictions=True)
+    assert coco["images"][0]["source"] == "prediction" and len(coco["annotations"]) == 2
+    cancelled = {**task, "annotations": [{"id": 1, "result": [], "was_cancelled": True}]}
+    assert convert.export_to_coco([cancelled])["stats"]["skipped_unlabelled"] == 1
+
+
+def test_image_key_is_stable_and_content_based():
+    a = np.zeros((4, 5, 3), np.uint8)
+    assert convert.image_key(a) == convert.image_key(a.copy()) != convert.image_key(a[:, :4])
+    assert convert.image_key(b"abc") == convert.image_key(b"abc") != convert.image_key(b"abd")
