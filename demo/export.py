@@ -1,6 +1,7 @@
 """Download files for one result: predictions JSON (schema), meshes as OBJ (camera frame) and GLB (glTF frame)."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
@@ -71,11 +72,12 @@ def write_downloads(workdir: Path, stem: str, record: dict[str, Any], hands: Seq
 
 def obj_text(meshes: list[tuple[str, trimesh.Trimesh]]) -> str:
     """One OBJ with a named object per hand (metres, camera frame: x right, y down, z forward)."""
-    lines = ["# handos hands, metres, camera frame (x right, y down, z forward)"]
+    buf = io.StringIO()
+    buf.write("# handos hands, metres, camera frame (x right, y down, z forward)\n")
     offset = 1
     for name, mesh in meshes:
-        lines.append(f"o {name}")
-        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(mesh.vertices)]
-        lines += [f"f {a} {b} {c}" for a, b, c in np.asarray(mesh.faces) + offset]
+        buf.write(f"o {name}\ng {name}\n")
+        np.savetxt(buf, np.asarray(mesh.vertices), fmt="v %.6f %.6f %.6f")
+        np.savetxt(buf, np.asarray(mesh.faces) + offset, fmt="f %d %d %d")
         offset += len(mesh.vertices)
-    return "\n".join(lines) + "\n"
+    return buf.getvalue()
