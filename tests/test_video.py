@@ -76,7 +76,7 @@ class BlobModel:
         out = []
         for i, rgb in enumerate(rgbs):
             r = None if rois is None else rois[i]
-            det = True if r is None else bool(detect[i] if isinstance(detect, list) else detect)
+            det = r is None or len(r) < max_hands  # as the foundation: the palm detector runs iff ROIs are missing
             self.calls.append((0 if r is None else len(r), det))
             hands, used = [], set()
             for name, c in self._find(rgb):

@@ -260,10 +260,12 @@ class HandTracker:
         carried = self.tracks.carried() if self.use_rois else []
         t0 = time.perf_counter()
         if self.use_rois:
+            # The foundation runs its palm detector on a frame iff fewer ROIs are carried than max_hands, so
+            # a ROI-only frame asks for exactly len(carried) hands and a detection frame for cfg.max_hands.
             rois = np.stack([t.roi for t in carried]).astype(np.float32) if carried else None
-            hands = self.model.predict_frames([rgb], [self.camera], rois=[rois], detect=[detect or rois is None],
-                                              max_hands=self.cfg.max_hands)[0]
             detect = detect or rois is None
+            k = self.cfg.max_hands if detect else len(carried)
+            hands = self.model.predict_frames([rgb], [self.camera], rois=[rois], max_hands=k)[0]
         else:
             hands = self.model.predict_batch([rgb], [self.camera])[0]
             detect = True
