@@ -1,0 +1,129 @@
+"""Palm detection post-processing, as MediaPipe's `PalmDetectionCpu` graph (mediapipe==0.10.21).
+
+Graph facts used here (TensorsToDetectionsCalculatorOptions / NonMaxSuppressionCalculatorOptions of the
+wheel's PalmDetectionCpu): 2016 boxes x 18 coords (box cx, cy, w, h then 7 keypoints x, y; x first,
+`reverse_output_order`), all divided by 192 and scaled by the anchor (fixed size 1), scores
+`sigmoid(clip(logit, -100, 100))`, `min_score_thresh` 0.5; weighted NMS with IoU threshold 0.3;
+letterbox padding (zero border) removed afterwards. The 7 keypoints: 0 wrist centre, 1 index-finger
+base, 2 middle-finger base, 3 ring-finger base, 4 pinky base, 5 thumb base, 6 thumb tip (approximately).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from handos.foundation.roi import box_iou
+
+__all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "decode_detections", "weighted_nms",
+           "remove_letterbox", "PalmDetections"]
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Decoding options of the palm detector's TensorsToDetectionsCalculator (from the graph)."""
+
+    input_size: int = 192
+    num_keypoints: int = 7
+    box_coord_offset: int = 0
+    keypoint_coord_offset: int = 4
+    x_scale: float = 192.0
+    y_scale: float = 192.0
+    w_scale: float = 192.0
+    h_scale: float = 192.0
+    score_clipping_thresh: float = 100.0
+    min_score_thresh: float = 0.5
+    nms_iou: float = 0.3
+
+
+PALM_OPTIONS = DetectorOptions()
+
+
+@dataclass
+class PalmDetections:
+    """Palm detections of one image after NMS: boxes (K,4) xyxy, keypoints (K,7,2), scores (K,)."""
+
+    boxes: torch.Tensor
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+
+    def __len__(self) -> int:
+        """Number of detections."""
+        return int(self.scores.shape[0])
+
+
+def letterbox_rois(sizes: torch.Tensor, input_size: int = 192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Letterbox ROIs (B,5) px and paddings (B,4) [l, t, r, b] (fractions) for image sizes (B,2) [W,H].
+
+    As ImageToTensorCalculator with keep_aspect_ratio: the ROI is the whole image centred at (W/2, H/2),
+    grown on its short side to a square; the padding is the fraction of the square that is border.
+    """
+    sizes = sizes.to(torch.float64)
+    W, H = sizes[:, 0], sizes[:, 1]
+    side = torch.maximum(W, H)
+    pad_x = (1 - W / side) / 2  # horizontal padding per side
+    pad_y = (1 - H / side) / 2
+    rois = torch.stack([W / 2, H / 2, side, side, torch.zeros_like(W)], -1)
+    return rois, torch.stack([pad_x, pad_y, pad_x, pad_y], -1)
+
+
+def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anchors: torch.Tensor,
+                      opts: DetectorOptions = PALM_OPTIONS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw outputs (B,A,18), (B,A,1) -> boxes (B,A,4) xyxy, keypoints (B,A,7,2) (normalised), scores (B,A)."""
+    a_c = anchors[:, :2]  # (A,2)
+    a_wh = anchors[:, 2:4]
+    scale = regressors.new_tensor([opts.x_scale, opts.y_scale])
+    o = opts.box_coord_offset
+    center = regressors[..., o:o + 2] / scale * a_wh + a_c  # (B,A,2)
+    wh = regressors[..., o + 2:o + 4] / regressors.new_tensor([opts.w_scale, opts.h_scale]) * a_wh
+    boxes = torch.cat([center - wh / 2, center + wh / 2], -1)  # (B,A,4) xmin, ymin, xmax, ymax
+    k = opts.keypoint_coord_offset
+    kp = regressors[..., k:k + 2 * opts.num_keypoints].unflatten(-1, (opts.num_keypoints, 2))
+    kp = kp / scale * a_wh[:, None] + a_c[:, None]  # (B,A,7,2)
+    logits = score_logits[..., 0]
+    if opts.score_clipping_thresh:
+        logits = logits.clamp(-opts.score_clipping_thresh, opts.score_clipping_thresh)
+    return boxes, kp, torch.sigmoid(logits)
+
+
+def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor,
+                 iou_threshold: float = 0.3, max_detections: int | None = None) -> PalmDetections:
+    """MediaPipe's WEIGHTED non-max suppression on one image's candidates (boxes (M,4) xyxy).
+
+    Candidates are visited by descending score; each cluster (IoU with the top box > threshold, the top
+    box included) is replaced by the score-weighted mean box and keypoints, keeping the top score.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    # Invalid (negative size) boxes are dropped by MediaPipe's decoder.
+    valid = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
+    boxes, keypoints, scores = boxes[valid], keypoints[valid], scores[valid]
+    iou = box_iou(boxes, boxes)  # (M,M) small: M is the number of boxes above the score threshold
+    remaining = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+    out_b, out_k, out_s = [], [], []
+    idx = torch.arange(scores.shape[0], device=scores.device)
+    while bool(remaining.any()):
+        top = int(idx[remaining][0])
+        cluster = remaining & (iou[top] > iou_threshold)
+        cluster[top] = True  # IoU of a box with itself is 1 unless degenerate
+        w = scores[cluster]  # (c,)
+        tot = w.sum()
+        out_b.append((boxes[cluster] * w[:, None]).sum(0) / tot)
+        out_k.append((keypoints[cluster] * w[:, None, None]).sum(0) / tot)
+        out_s.append(scores[top])
+        remaining = remaining & ~cluster
+        if max_detections is not None and len(out_s) >= max_detections:
+            break
+    if not out_s:
+        return PalmDetections(boxes.new_zeros((0, 4)), keypoints.new_zeros((0,) + keypoints.shape[1:]),
+                              scores.new_zeros((0,)))
+    return PalmDetections(torch.stack(out_b), torch.stack(out_k), torch.stack(out_s))
+
+
+def remove_letterbox(det: PalmDetections, padding: torch.Tensor) -> PalmDetections:
+    """Undo the letterbox (padding (4,) [l, t, r, b] fractions): normalised input -> normalised image."""
+    pad = padding.to(det.boxes.dtype)
+    off = pad[:2]
+    span = 1 - pad[:2] - pad[2:]
+    boxes = torch.cat([(det.boxes[:, :2] - off) / span, (det.boxes[:, 2:] - off) / span], -1)
+    return PalmDetections(boxes, (det.keypoints - off) / span, det.scores)

@@ -1,0 +1,212 @@
+"""Rotated hand ROIs: palm -> ROI, landmarks -> ROI, batched affine crops and projection back.
+
+All geometry is in image pixels with OpenCV's convention (pixel k has its centre at k), as MediaPipe's
+CPU graph uses it. An ROI is `(cx, cy, w, h, rotation)` (px, px, px, px, rad); rotation turns the crop's
+axes clockwise on screen (y down), as `cv::RotatedRect` / MediaPipe's `NormalizedRect.rotation`.
+A crop of size S maps crop coordinate u in [0, S] (pixel edges, as MediaPipe's ImageToTensorCalculator)
+to the image point `c + R(rot) @ ((u / S - 0.5) * (w, h))`.
+
+Numbers (read off the `mediapipe==0.10.21` graphs, see docs in `PALM_TO_ROI` / `LANDMARKS_TO_ROI`):
+- PalmDetectionDetectionToRoi: rotation from palm keypoint 0 (wrist) to 2 (middle-finger base), target
+  90 deg; RectTransformation scale 2.6 x 2.6, shift_y -0.5, square_long.
+- HandLandmarkLandmarksToRoi: HandLandmarksToRect on landmarks (0,1,2,3,5,6,9,10,13,14,17,18), rotation
+  from wrist to the mean of (middle MCP, mean(index MCP, ring MCP)), target 90 deg; RectTransformation
+  scale 2.0 x 2.0, shift_y -0.1, square_long.
+- HandLandmarkCpu: 224x224 crop, BORDER_REPLICATE, values /255 to [0, 1]; TensorsToLandmarks
+  normalize_z 0.4; LandmarkProjection (z scaled with the ROI width); WorldLandmarkProjection (rotation).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "RectTransform", "PALM_TO_ROI", "LANDMARKS_TO_ROI", "PARTIAL_LANDMARKS", "normalize_radians",
+    "transform_rect", "roi_from_palm", "roi_from_landmarks", "crop_affine", "invert_affine",
+    "crop_images", "project_landmarks", "project_world", "roi_corners", "axis_aligned_iou",
+]
+
+
+@dataclass(frozen=True)
+class RectTransform:
+    """MediaPipe `RectTransformationCalculatorOptions` (square_long only)."""
+
+    scale_x: float
+    scale_y: float
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    square_long: bool = True
+
+
+PALM_TO_ROI = RectTransform(scale_x=2.6, scale_y=2.6, shift_y=-0.5)
+LANDMARKS_TO_ROI = RectTransform(scale_x=2.0, scale_y=2.0, shift_y=-0.1)
+# HandLandmarksToRectCalculator uses these 12 landmarks (wrist, thumb 1-3, MCP+PIP of the 4 fingers).
+PARTIAL_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+TARGET_ANGLE = math.pi / 2
+
+
+def normalize_radians(angle: torch.Tensor) -> torch.Tensor:
+    """Wrap angles to [-pi, pi) as MediaPipe's NormalizeRadians."""
+    return angle - 2 * math.pi * torch.floor((angle + math.pi) / (2 * math.pi))
+
+
+def _rotation(p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
+    """Rotation (N,) that makes the vector p0 -> p1 (N,2) point up (MediaPipe's ComputeRotation)."""
+    d = p1 - p0
+    return normalize_radians(TARGET_ANGLE - torch.atan2(-d[..., 1], d[..., 0]))
+
+
+def transform_rect(rect: torch.Tensor, t: RectTransform) -> torch.Tensor:
+    """Shift (in the rotated frame), square and scale rects (N,5) px, as RectTransformationCalculator."""
+    cx, cy, w, h, rot = rect.unbind(-1)
+    c, s = torch.cos(rot), torch.sin(rot)
+    sx, sy = w * t.shift_x, h * t.shift_y
+    cx = cx + sx * c - sy * s
+    cy = cy + sx * s + sy * c
+    if t.square_long:
+        w = h = torch.maximum(w, h)
+    return torch.stack([cx, cy, w * t.scale_x, h * t.scale_y, rot], -1)
+
+
+def roi_from_palm(box_xyxy: torch.Tensor, keypoints: torch.Tensor,
+                  t: RectTransform = PALM_TO_ROI) -> torch.Tensor:
+    """Hand ROIs (N,5) px from palm boxes (N,4) xyxy px and palm keypoints (N,7,2) px."""
+    x0, y0, x1, y1 = box_xyxy.unbind(-1)
+    rot = _rotation(keypoints[:, 0], keypoints[:, 2])
+    rect = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, rot], -1)
+    return transform_rect(rect, t)
+
+
+def roi_from_landmarks(joints_2d: torch.Tensor, image_size=None,
+                       t: RectTransform = LANDMARKS_TO_ROI) -> torch.Tensor:
+    """Next-frame ROIs (N,5) px from landmarks (N,21,2) px (MediaPipe's HandLandmarkLandmarksToRoi).
+
+    `image_size` ((W,H), or (N,2)) is accepted for interface compatibility: in pixel units the result does
+    not depend on it (MediaPipe works in normalised units and multiplies by the size everywhere).
+    """
+    if not torch.is_tensor(joints_2d):
+        joints_2d = torch.as_tensor(joints_2d, dtype=torch.float32)
+    if joints_2d.ndim == 2:
+        return roi_from_landmarks(joints_2d[None], image_size, t)[0]
+    p = joints_2d[:, list(PARTIAL_LANDMARKS)]  # (N,12,2)
+    mid = ((p[:, 4] + p[:, 8]) / 2 + p[:, 6]) / 2  # mean of index/ring MCP, then with middle MCP
+    rot = _rotation(p[:, 0], mid)  # (N,)
+    center = (p.amax(1) + p.amin(1)) / 2  # (N,2) axis-aligned box centre
+    c, s = torch.cos(rot), torch.sin(rot)
+    d = p - center[:, None]  # (N,12,2)
+    # rotate by -rot into the hand frame
+    px = d[..., 0] * c[:, None] + d[..., 1] * s[:, None]
+    py = -d[..., 0] * s[:, None] + d[..., 1] * c[:, None]
+    pmin = torch.stack([px.amin(1), py.amin(1)], -1)
+    pmax = torch.stack([px.amax(1), py.amax(1)], -1)
+    pc = (pmin + pmax) / 2  # (N,2) centre in the hand frame
+    cx = pc[:, 0] * c - pc[:, 1] * s + center[:, 0]
+    cy = pc[:, 0] * s + pc[:, 1] * c + center[:, 1]
+    wh = pmax - pmin
+    return transform_rect(torch.stack([cx, cy, wh[:, 0], wh[:, 1], rot], -1), t)
+
+
+def crop_affine(rois: torch.Tensor, size: int) -> torch.Tensor:
+    """Affine maps (N,2,3) image px -> crop px (crop coordinates 0..size over the ROI) for ROIs (N,5)."""
+    cx, cy, w, h, rot = rois.unbind(-1)
+    c, s = torch.cos(rot), torch.sin(rot)
+    ax, ay = size / w, size / h
+    # u = ax * ( c*(x-cx) + s*(y-cy)) + size/2 ;  v = ay * (-s*(x-cx) + c*(y-cy)) + size/2
+    row0 = torch.stack([ax * c, ax * s, -ax * (c * cx + s * cy) + size / 2], -1)
+    row1 = torch.stack([-ay * s, ay * c, -ay * (-s * cx + c * cy) + size / 2], -1)
+    return torch.stack([row0, row1], -2)
+
+
+def invert_affine(a: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine maps (N,2,3)."""
+    m = a[:, :, :2]
+    mi = torch.linalg.inv(m)
+    return torch.cat([mi, -(mi @ a[:, :, 2:])], -1)
+
+
+def roi_corners(rois: torch.Tensor) -> torch.Tensor:
+    """Corners (N,4,2) px of ROIs (N,5): crop (0,0), (S,0), (S,S), (0,S)."""
+    cx, cy, w, h, rot = rois.unbind(-1)
+    c, s = torch.cos(rot), torch.sin(rot)
+    lx = torch.tensor([-0.5, 0.5, 0.5, -0.5], dtype=rois.dtype, device=rois.device)
+    ly = torch.tensor([-0.5, -0.5, 0.5, 0.5], dtype=rois.dtype, device=rois.device)
+    dx, dy = lx * w[:, None], ly * h[:, None]
+    return torch.stack([cx[:, None] + c[:, None] * dx - s[:, None] * dy,
+                        cy[:, None] + s[:, None] * dx + c[:, None] * dy], -1)
+
+
+def crop_images(images: torch.Tensor, image_index: torch.Tensor, rois: torch.Tensor, size: int,
+                border: str = "replicate", exact: bool = True) -> torch.Tensor:
+    """Crop rotated ROIs (N,5) px out of same-size images (B,3,H,W) -> (N,3,size,size), values as input.
+
+    Samples like OpenCV's warpPerspective(INTER_LINEAR) that MediaPipe uses: crop pixel u is taken at
+    the image point of coordinate u (crop->image map of `crop_affine`), `border` 'replicate' or 'zero'.
+    With `exact`, sample positions are rounded to 1/32 px and values to integers (uint8 images) as
+    OpenCV does; give 0..255 valued images then.
+    """
+    n = rois.shape[0]
+    _, _, H, W = images.shape
+    if n == 0:
+        return images.new_zeros((0, images.shape[1], size, size))
+    inv = invert_affine(crop_affine(rois.to(torch.float64), size))  # (N,2,3) crop px -> image px
+    # normalised coords for align_corners=False: pixel centre k -> (2k+1)/W - 1
+    dev = images.device
+    inv = inv.to(dev, torch.float32)
+    u = torch.arange(size, dtype=torch.float32, device=dev)
+    x = inv[:, 0, 0, None, None] * u[None, None, :] + inv[:, 0, 1, None, None] * u[None, :, None] + inv[:, 0, 2, None, None]
+    y = inv[:, 1, 0, None, None] * u[None, None, :] + inv[:, 1, 1, None, None] * u[None, :, None] + inv[:, 1, 2, None, None]
+    if exact:  # OpenCV quantises sample positions to 1/32 px (INTER_TAB_SIZE)
+        x = torch.round(x * 32) / 32
+        y = torch.round(y * 32) / 32
+    grid = torch.stack([(x + 0.5) * (2.0 / W) - 1, (y + 0.5) * (2.0 / H) - 1], -1).to(images.dtype)  # (N,S,S,2)
+    src = images[image_index.to(images.device)]
+    out = F.grid_sample(src, grid, mode="bilinear", align_corners=False,
+                        padding_mode="border" if border == "replicate" else "zeros")
+    if exact:
+        out = torch.round(out)
+    return out
+
+
+def project_landmarks(landmarks: torch.Tensor, rois: torch.Tensor, size: int = 224,
+                      normalize_z: float = 0.4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop-px landmarks (N,21,3) -> image px joints (N,21,2) and z (N,21) in px (MediaPipe's scaling).
+
+    z follows TensorsToLandmarks (z / size / normalize_z) and LandmarkProjection (x ROI width):
+    `z_px = z_crop / size / normalize_z * roi_w`. Multiply by 1/W to get MediaPipe's normalised z.
+    """
+    cx, cy, w, h, rot = [v[:, None] for v in rois.unbind(-1)]
+    c, s = torch.cos(rot), torch.sin(rot)
+    x = (landmarks[..., 0] / size - 0.5) * w
+    y = (landmarks[..., 1] / size - 0.5) * h
+    joints = torch.stack([cx + c * x - s * y, cy + s * x + c * y], -1)
+    z = landmarks[..., 2] / size / normalize_z * w
+    return joints, z
+
+
+def project_world(world: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate world landmarks (N,21,3) m about z by the ROI rotation (N,) (WorldLandmarkProjection)."""
+    c, s = torch.cos(rot)[:, None], torch.sin(rot)[:, None]
+    x, y, z = world.unbind(-1)
+    return torch.stack([c * x - s * y, s * x + c * y, z], -1)
+
+
+def axis_aligned_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU (N,M) of the axis-aligned boxes of rects a (N,5) and b (M,5), ignoring rotation (MediaPipe)."""
+    def xyxy(r):
+        return torch.stack([r[:, 0] - r[:, 2] / 2, r[:, 1] - r[:, 3] / 2,
+                            r[:, 0] + r[:, 2] / 2, r[:, 1] + r[:, 3] / 2], -1)
+    return box_iou(xyxy(a), xyxy(b))
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU (N,M) of xyxy boxes a (N,4) and b (M,4)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
