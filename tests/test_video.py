@@ -393,6 +393,18 @@ def test_process_clip_no_smooth_and_fallback_without_predict_frames(two_blob_cli
     assert s.jitter_px == pytest.approx(s.jitter_raw_px)
 
 
+def test_tracker_redetects_a_hand_that_slipped_out_of_its_roi(tmp_path):
+    """A hand jumping out of its carried ROI is found again on the same frame, with the same id."""
+    xs = [30 + 2 * f + (25 if f >= 10 else 0) for f in range(16)]  # a 25 px jump (ROI half-width 15) at frame 10
+    path = write_clip(tmp_path / "jump.mp4", [blob_frame({"right": (x, 60.0)}) for x in xs])
+    model = BlobModel(noise=0.0, flip_every=0)
+    s = process_clip(model, path, out_jsonl=tmp_path / "j.jsonl", max_hands=1)
+    recs = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert [len(r["hands"]) for r in recs] == [1] * 16 and s.tracks == 1
+    assert model.calls[10] == (1, False) and model.calls[11] == (0, True)  # frame 10: ROI pass, then detection
+    assert sum(1 for c in model.calls if c[1]) == s.detector_frames == 2  # frame 0 and the re-detection
+
+
 def test_select_keyframes_every_and_on_change():
     """First frame, then every 1 s, plus a frame where the set of tracks changes."""
     recs = [{"frame": f, "time_s": f / 10, "hands": [{"track_id": 0, "handedness": "right"}]

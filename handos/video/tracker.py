@@ -3,6 +3,8 @@
 Policy (what runs on which frame):
 - frame 0, and any frame right after a track was lost, and every `detect_every` frames while fewer than
   `max_hands` hands are tracked: the palm detector runs (plus the landmark net on the carried ROIs);
+- a frame where a carried ROI loses its hand (fast motion, blur) is run again at once with the detector
+  (`redetect_on_loss`), so a hand the detector can still see is not dropped for a frame;
 - every other frame: only the landmark net runs, on the ROIs carried from the previous frame's landmarks
   (`Hand.extras["roi"]`), which is what makes clips fast.
 Ids: a hand found from a carried ROI keeps that ROI's track (`extras["roi_index"]`); every other hand is
@@ -31,7 +33,9 @@ class TrackerConfig:
     max_hands: int = 2
     detect_every: int = 10  # frames between detector runs while fewer than max_hands hands are tracked
     max_missed: int = 5  # frames a track may go unseen before it is closed
-    min_match: float = 0.1  # association needs IoU >= this or keypoint distance <= 1 - this hand sizes
+    redetect_on_loss: bool = True  # a carried ROI that loses its hand triggers the detector on the same frame
+    min_match: float = 0.1  # association needs IoU >= this or keypoint distance <= (1 - this) * match_reach
+    match_reach: float = 2.0  # hand sizes: keypoint distance at which the keypoint similarity reaches 0
     duplicate_iou: float = 0.5  # two hands of one frame overlapping more than this are one hand
     handedness_decay: float = 0.9  # per-frame decay of the handedness vote (memory of ~10 frames)
     handedness_margin: float = 0.15  # the voted mean must pass 0.5 +- margin to flip a track's label
@@ -76,13 +80,13 @@ def keypoint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d / size[None, :]
 
 
-def similarity(hands: Sequence[Hand], refs: Sequence[Hand]) -> np.ndarray:
-    """(N,M) association score in [0,1]: max of box IoU and 1 - keypoint distance (in hand sizes)."""
+def similarity(hands: Sequence[Hand], refs: Sequence[Hand], reach: float = 2.0) -> np.ndarray:
+    """(N,M) association score in [0,1]: max of box IoU and 1 - keypoint distance / (reach hand sizes)."""
     if not hands or not refs:
         return np.zeros((len(hands), len(refs)))
     iou = box_iou(np.stack([h.bbox_xyxy for h in hands]), np.stack([r.bbox_xyxy for r in refs]))
     kd = keypoint_distance(np.stack([h.keypoints_2d for h in hands]), np.stack([r.keypoints_2d for r in refs]))
-    return np.maximum(iou, np.clip(1.0 - kd, 0.0, 1.0))
+    return np.maximum(iou, np.clip(1.0 - kd / reach, 0.0, 1.0))
 
 
 def _assign(score: np.ndarray, min_score: float) -> list[tuple[int, int]]:
@@ -150,7 +154,7 @@ class Tracks:
         # 2. the rest: Hungarian against live tracks not yet taken
         rest = [i for i in range(len(hands)) if i not in assigned]
         free = [t for t in self.tracks.values() if t.id not in assigned.values()]
-        pairs = _assign(similarity([hands[i] for i in rest], [t.last for t in free]), self.cfg.min_match)
+        pairs = _assign(similarity([hands[i] for i in rest], [t.last for t in free], self.cfg.match_reach), self.cfg.min_match)
         for r, c in pairs:
             assigned[rest[r]] = free[c].id
         # 3. new tracks for what is left, strongest first, while there is room
@@ -266,6 +270,17 @@ class HandTracker:
             detect = detect or rois is None
             k = self.cfg.max_hands if detect else len(carried)
             hands = self.model.predict_frames([rgb], [self.camera], rois=[rois], max_hands=k)[0]
+            if not detect and self.cfg.redetect_on_loss and len(hands) < len(carried):
+                # a hand slipped out of its ROI (fast motion, blur): look for it on this same frame
+                kept = sorted({h.extras.get("roi_index") for h in hands} - {None})
+                again = rois[kept] if kept else None
+                hands = self.model.predict_frames([rgb], [self.camera], rois=[again], max_hands=self.cfg.max_hands)[0]
+                for h in hands:  # roi_index now points into `again`; map it back to `rois`
+                    ri = h.extras.get("roi_index")
+                    if ri is not None:
+                        h.extras["roi_index"] = kept[int(ri)]
+                self.stats.model_calls += 1
+                detect = True
         else:
             hands = self.model.predict_batch([rgb], [self.camera])[0]
             detect = True
