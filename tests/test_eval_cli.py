@@ -12,6 +12,7 @@ from PIL import Image
 
 from handos.errors import InputError
 from handos.eval import cli
+from handos.io.camera import default_camera
 from handos.io.schema import Hand, validate_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +84,9 @@ def test_evaluate_with_fake_predictor(tiny_set, tmp_path):
     preds_file = tmp_path / "p.jsonl"
     with preds_file.open("w") as fh:
         rep = cli.evaluate(ann, pred, root, preds_out=fh, batch_size=1)
-    # cameras passed through as given
-    assert pred.calls[0][1] == [ann["images"][0]["camera"]] and pred.calls[1][1] == [None]
+    # the image's camera when given, else the documented default (55 deg FOV across the longer side)
+    assert pred.calls[0][1][0].to_dict() == ann["images"][0]["camera"]
+    assert pred.calls[1][1][0] == default_camera(64, 48)
     assert rep["recall"] == pytest.approx(2 / 3, abs=1e-4)
     assert rep["false_positives"] == 1
     # labelled joints: 21 + 20 + 21 = 62; hits: 21 (exact) + 20 (1 px off, box ~20 px -> within 0.1 x 20 = 2 px)

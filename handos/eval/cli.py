@@ -48,13 +48,6 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _camera_dict(cam: Any, width: int, height: int, focal_35mm: float | None) -> dict[str, float]:
-    """The camera the image is evaluated with, as the schema's camera object."""
-    from handos.io.camera import Camera
-
-    return Camera.from_any(cam, width, height, focal_35mm).to_dict()
-
-
 def evaluate(
     annotations: dict[str, Any],
     predictor: Predictor,
@@ -69,6 +62,7 @@ def evaluate(
     Images are read relative to `root` (the annotation file's folder). Predictions are written to
     `preds_out` as handos.prediction/1 JSON lines, one per image, as they come.
     """
+    from handos.io.camera import Camera
     from handos.io.images import load_image
     from handos.io.schema import prediction_record
 
@@ -84,14 +78,15 @@ def evaluate(
             if not path.is_file():
                 raise InputError(f"{path}: image listed in the annotations is missing (paths are relative to the json's folder)")
             loaded.append(load_image(path))
-        cams = [im.get("camera") for im in batch]
+        # the camera each image is evaluated with: given, else EXIF focal, else the default field of view
+        cams = [Camera.from_any(im.get("camera"), li.width, li.height, li.focal_35mm) for im, li in zip(batch, loaded)]
         results = predictor.predict_batch([li.rgb for li in loaded], cams)
         if len(results) != len(batch):
             raise InputError(f"predictor returned {len(results)} results for {len(batch)} images")
         for im, li, cam, hands in zip(batch, loaded, cams, results):
             acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in hands])
             if preds_out is not None:
-                rec = prediction_record(im["file"], li.width, li.height, _camera_dict(cam, li.width, li.height, li.focal_35mm), list(hands), model_name)
+                rec = prediction_record(im["file"], li.width, li.height, cam.to_dict(), list(hands), model_name)
                 for h, rh in zip(hands, rec["hands"]):
                     frame = (getattr(h, "extras", None) or {}).get("joints_3d_frame")
                     if frame:
