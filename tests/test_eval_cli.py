@@ -88,6 +88,8 @@ def test_evaluate_with_fake_predictor(tiny_set, tmp_path):
     assert pred.calls[0][1][0].to_dict() == ann["images"][0]["camera"]
     assert pred.calls[1][1][0] == default_camera(64, 48)
     assert rep["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert rep["missed_hands"] == [{"file": "images/1.png", "gt_hand": 1}]
+    assert rep["false_positive_hands"] == [{"file": "images/1.png", "pred_hand": 1}]
     assert rep["false_positives"] == 1
     # labelled joints: 21 + 20 + 21 = 62; hits: 21 (exact) + 20 (1 px off, box ~20 px -> within 0.1 x 20 = 2 px)
     assert rep["counts"]["labelled_joints_2d"] == 62
@@ -190,3 +192,37 @@ def test_real_cli_foundation_only_on_five_ge2019_images(realdata, tmp_path):
     assert rep["pck2d@0.1"] > 0.8
     assert rep["pa_mpjpe_mm"] is not None and rep["pa_mpjpe_mm"] < 30.0
     assert rep["root_depth_err_mm"] is None  # world landmarks are hand-centred
+
+
+REAL_SETS = ("ge2019_realworld", "interhand26m", "freihand", "onehand10k", "panoptic", "rhd")
+
+
+@pytest.mark.parametrize("name", REAL_SETS)
+def test_real_annotations_score_oracle_and_shifted_predictions(realdata, name):
+    """Every shared set parses; GT-as-prediction scores perfectly; a 3 mm deeper, 0.1-box-shifted copy scores as computed."""
+    ann = cli.load_annotations(realdata / name / "derived_annotations.json")
+    oracle, shifted = [], []
+    for im in ann["images"]:
+        hands, moved = [], []
+        for h in im["hands"]:
+            j2 = np.array([[np.nan, np.nan] if p is None else p for p in h["joints_2d"]], float)
+            j3 = np.zeros((21, 3)) if h["joints_3d"] is None else np.asarray(h["joints_3d"], float) / 1000
+            side = h["handedness"] or "right"
+            hands.append({"keypoints_2d": np.nan_to_num(j2).tolist(), "joints_3d": j3.tolist(), "handedness": side})
+            box = np.nanmax(j2, 0) - np.nanmin(j2, 0)
+            moved.append({"keypoints_2d": np.nan_to_num(j2 + [0.07 * box.max(), 0]).tolist(),
+                          "joints_3d": (j3 + [0, 0, 0.003]).tolist(), "handedness": side})
+        oracle.append({"file": im["file"], "model": "oracle", "hands": hands})
+        shifted.append({"file": im["file"], "model": "shifted", "hands": moved})
+    rep = cli.score_records(ann, oracle)
+    assert rep["recall"] == 1.0 and rep["false_positives"] == 0 and rep["missed_hands"] == []
+    assert rep["pck2d@0.05"] == 1.0 and rep["mean_err_2d_px"] == 0.0
+    has_3d = any(h["joints_3d"] is not None for im in ann["images"] for h in im["hands"])
+    assert (rep["pa_mpjpe_mm"] is not None) == has_3d
+    if has_3d:
+        assert rep["pa_mpjpe_mm"] < 1e-6 and rep["root_depth_err_mm"] < 1e-6
+    rep = cli.score_records(ann, shifted)
+    assert rep["recall"] == 1.0  # 0.07 x box < 0.5 x box
+    assert rep["pck2d@0.05"] == 0.0 and rep["pck2d@0.1"] == 1.0
+    if has_3d:
+        assert rep["root_depth_err_mm"] == pytest.approx(3.0) and rep["mpjpe_rr_mm"] == pytest.approx(0.0, abs=1e-6)

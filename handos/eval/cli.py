@@ -84,7 +84,7 @@ def evaluate(
         if len(results) != len(batch):
             raise InputError(f"predictor returned {len(results)} results for {len(batch)} images")
         for im, li, cam, hands in zip(batch, loaded, cams, results):
-            acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in hands])
+            acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in hands], im["file"])
             if preds_out is not None:
                 rec = prediction_record(im["file"], li.width, li.height, cam.to_dict(), list(hands), model_name)
                 for h, rh in zip(hands, rec["hands"]):
@@ -111,7 +111,7 @@ def score_records(annotations: dict[str, Any], records: Iterable[dict[str, Any]]
         if rec is None:
             raise InputError(f"no prediction for {im['file']} in the predictions file")
         models.add(str(rec.get("model")))
-        acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in rec.get("hands", [])])
+        acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in rec.get("hands", [])], im["file"])
     return _finish(acc, annotations, ",".join(sorted(models)) or "?")
 
 

@@ -84,8 +84,10 @@ class EvalAccumulator:
     pa_mpvpe: list[float] = field(default_factory=list)
     f_scores: dict[float, list[float]] = field(default_factory=lambda: {t: [] for t in F_THRESHOLDS_MM})
     handed_pairs: list[tuple[str | None, str]] = field(default_factory=list)
+    missed: list[dict] = field(default_factory=list)  # unmatched GT hands: {"file", "gt_hand"}
+    false_positive_list: list[dict] = field(default_factory=list)  # unmatched predictions: {"file", "pred_hand"}
 
-    def add_image(self, gt: Sequence[GTHand], pred: Sequence[PredHand]) -> list[tuple[int, int]]:
+    def add_image(self, gt: Sequence[GTHand], pred: Sequence[PredHand], file: str | None = None) -> list[tuple[int, int]]:
         """Score one image; returns the matched (pred index, gt index) pairs."""
         self.images += 1
         self.gt_hands += len(gt)
@@ -97,6 +99,8 @@ class EvalAccumulator:
         self.matched += len(m.pairs)
         self.false_positives += len(m.unmatched_pred)
         self.labelled_joints += int(np.isfinite(gt2d).all(-1).sum())
+        self.missed.extend({"file": file, "gt_hand": int(g)} for g in m.unmatched_gt)
+        self.false_positive_list.extend({"file": file, "pred_hand": int(p)} for p in m.unmatched_pred)
         if len(m.pairs) == 0:
             return []
         pi, gi = m.pairs[:, 0], m.pairs[:, 1]
@@ -165,6 +169,8 @@ class EvalAccumulator:
                 "root_depth_hands": len(self.root_depth),
                 "handedness_labelled_matched": len(self.handed_pairs),
             },
+            "missed_hands": self.missed,
+            "false_positive_hands": self.false_positive_list,
         }
         return out
 
