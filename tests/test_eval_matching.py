@@ -97,3 +97,16 @@ def test_accumulator_3d_units_metres_to_mm():
     acc2 = EvalAccumulator()
     acc2.add_image([gt], [PredHand.from_hand(hand)])
     assert acc2.report()["root_depth_err_mm"] is None and acc2.report()["pa_mpjpe_mm"] == pytest.approx(0, abs=1e-6)
+
+
+def test_markdown_table_rows():
+    from handos.eval.report import markdown_table
+
+    acc = EvalAccumulator()
+    g = hand_2d(100, 100)
+    acc.add_image([GTHand(g, None, "left")], [PredHand(g + 2.0, None, "left")])
+    table = markdown_table({"tiny": acc.report()})
+    rows = table.splitlines()
+    assert rows[0].startswith("| set | images / hands | recall")
+    assert rows[2].startswith("| tiny | 1 / 1 | 1.000 | 0 | ")
+    assert "| – |" in rows[2]  # no 3D: PA-MPJPE missing

@@ -223,3 +223,30 @@ def format_report(report: dict[str, Any]) -> str:
         + ", ".join(f"{k}={v}" for k, v in c.items())
     )
     return "\n".join(lines)
+
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("recall", "recall"),
+    ("false_positives", "false pos."),
+    ("pck2d@0.05", "PCK2D@0.05"),
+    ("pck2d@0.1", "PCK2D@0.1"),
+    ("mean_err_2d_px", "mean 2D err px"),
+    ("pa_mpjpe_mm", "PA-MPJPE mm"),
+    ("mpjpe_rr_mm", "root-rel. MPJPE mm"),
+    ("root_depth_err_mm", "root depth mm"),
+    ("handedness_acc", "handedness"),
+)
+
+
+def markdown_table(reports: dict[str, dict[str, Any]], digits: int = 3) -> str:
+    """Reports (name -> report dict) as one Markdown table in BASELINES.md's column order."""
+    head = "| set | images / hands | " + " | ".join(label for _, label in TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    for name, rep in reports.items():
+        c = rep.get("counts", {})
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            v = rep.get(key)
+            cells.append("–" if v is None else (str(v) if isinstance(v, int) else f"{v:.{digits}f}"))
+        lines.append(f"| {name} | {c.get('images', '?')} / {c.get('gt_hands', '?')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
