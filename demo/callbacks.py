@@ -198,14 +198,17 @@ class Callbacks:
         from annotate.push import push_records
 
         hands = select_hands(result.hands, threshold, max_hands)
-        record = prediction_record(result.path, result.width, result.height, result.camera.to_dict(), hands,
+        record = prediction_record(result.name, result.width, result.height, result.camera.to_dict(), hands,
                                    result.model_version)
         try:
-            pushed = push_records([record], [result.path], url, key, project, create=True)
+            pushed = push_records([record], [result.path], url, key, int(project) if project.isdigit() else project,
+                                  create=True)
         except HandosError as err:  # never echo the key, whatever the message holds
             raise InputError(one_line(str(err)).replace(key, "***")) from None
         except Exception as err:  # noqa: BLE001 - the message names the failure, not the request
             raise InputError(f"Label Studio push failed ({type(err).__name__}); check the URL, key and project") from None
-        link = getattr(pushed, "url_of_tasks", None) or url
-        n = len(getattr(pushed, "task_ids", []) or [])
-        return f"Pushed {n} task{'s' if n != 1 else ''} with {len(hands)} hand(s) to project {pushed.project_id}: [open the tasks]({link})"
+        links = list(pushed.url_of_tasks or [])
+        what = "already there" if pushed.skipped and not pushed.created else "pushed"
+        shown = ", ".join(f"[task {t}]({u})" for t, u in zip(pushed.task_ids, links)) or "no tasks"
+        return (f"{what.capitalize()}: {len(hands)} hand(s) as pre-annotations in project {pushed.project_id}: {shown}"
+                + (f" · [project]({pushed.project_url})" if pushed.project_url else ""))

@@ -85,7 +85,10 @@ class ClipCallbacks:
         if not os.path.exists(path):
             raise InputError("the uploaded clip is gone from the server; upload it again")
         progress(0, desc="reading the clip")
-        result = self._process(path, device, max_hands, smooth, progress)
+        try:
+            result = self._process(path, device, max_hands, smooth, progress)
+        except InputError as err:  # name the user's file, not the server's upload path
+            raise InputError(str(err).replace(str(path), Path(path).name)) from None
         s = result.summary
         n = len(result.frames)
         result.threshold = float(threshold)
