@@ -1,0 +1,306 @@
+"""The HandOS interactive 2D-3D decoder (design 1.1 steps 2-6) on top of the frozen foundation.
+
+Per hand (hands are the batch dimension, so no hand ever attends to another):
+  evidence (2D joints, relative depth, confidence, world landmarks) in the ROI frame
+  -> 21 joint queries (instance feature + joint embedding + evidence encoding)
+  -> 2D layers (self-attention among the joints) -> refined 2D joints
+  -> lifting: learnable (V'+1) x 21 matrix (initialised from skinning weights) -> V' vertex + 1 camera query
+  -> interactive layers with the hierarchical mask (joints <-> vertices; camera reads both; nobody reads camera)
+  -> heads: coarse vertices -> fixed upsampling -> full mesh; 3D joints = joint regressor @ mesh; camera t.
+Everything is expressed in the ROI frame (translation/scale/in-plane-rotation free) and mapped back.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from handos.errors import ConfigError, ModelError
+from handos.model.geometry import chirality, from_roi_frame, landmark_roi, rotate_z, to_roi_frame
+from handos.model.mesh import farthest_point_sampling, upsampling_matrix
+
+NUM_JOINTS = 21
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WORLD_UNIT_M = 0.1  # world landmarks and vertices are handled in units of 10 cm
+
+
+@dataclass
+class DecoderConfig:
+    """Hyper-parameters of the decoder (saved next to the weights as decoder_config.json)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    mlp_ratio: float = 2.0
+    n_layers_2d: int = 2
+    n_layers_3d: int = 4
+    n_coarse: int = 195  # coarse vertex queries (farthest point sampling on the template)
+    upsample_k: int = 4
+    dropout: float = 0.0
+    use_world: bool = True  # read the foundation's world landmarks as evidence
+    depth_prior_m: float = 0.2  # tz = f * depth_prior_m * exp(head) / roi_size
+    chirality_gain: float = 6.0  # handedness_score = 0.5 + 0.5 * tanh(gain * |chirality|)
+    version: str = "handos-decoder-0.1"
+
+    @staticmethod
+    def from_dict(d: dict) -> "DecoderConfig":
+        """Config from a dict; unknown keys are an error."""
+        names = {f.name for f in fields(DecoderConfig)}
+        bad = set(d) - names
+        if bad:
+            raise ConfigError(f"unknown decoder config keys {sorted(bad)}; known: {sorted(names)}")
+        return DecoderConfig(**d)
+
+
+@dataclass
+class DecoderInput:
+    """Per-hand evidence from the foundation (N hands over all images)."""
+
+    joints_2d: torch.Tensor  # (N,21,2) px
+    joints_z: torch.Tensor  # (N,21) relative depth, px units (like x)
+    joint_conf: torch.Tensor  # (N,21) in [0,1]
+    camera: torch.Tensor  # (N,4) [fx,fy,cx,cy] px
+    world: torch.Tensor | None = None  # (N,21,3) m, hand-centred, camera-aligned axes
+    roi: torch.Tensor | None = None  # (N,5) the foundation's ROI (informative; the decoder uses landmark_roi)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "DecoderInput":
+        """Copy onto a device/dtype."""
+        return DecoderInput(**{f.name: (None if getattr(self, f.name) is None else
+                                        getattr(self, f.name).to(device=device, dtype=dtype))
+                               for f in fields(self)})
+
+    def __len__(self) -> int:
+        return self.joints_2d.shape[0]
+
+
+@dataclass
+class DecoderOutput:
+    """Per-hand predictions."""
+
+    joints_2d: torch.Tensor  # (N,21,2) px
+    joints_2d_score: torch.Tensor  # (N,21)
+    vertices: torch.Tensor  # (N,V,3) m root-relative, camera axes
+    joints_3d: torch.Tensor  # (N,21,3) m root-relative
+    cam_t: torch.Tensor  # (N,3) m, wrist in the camera frame
+    is_left: torch.Tensor  # (N,) bool
+    handedness_score: torch.Tensor  # (N,)
+    aux: dict = field(default_factory=dict)  # training-only intermediates
+
+
+def decoder_inputs_from_foundation(fout, cameras: torch.Tensor) -> DecoderInput:
+    """DecoderInput from a FoundationOutput and per-hand cameras (N,4) [fx,fy,cx,cy]."""
+    j2d = torch.as_tensor(fout.joints_2d, dtype=torch.float32)
+    n = j2d.shape[0]
+    cams = torch.as_tensor(cameras, dtype=torch.float32, device=j2d.device)
+    if cams.shape != (n, 4):
+        raise ModelError(f"cameras must be (N,4) [fx,fy,cx,cy] per hand, got {tuple(cams.shape)} for {n} hands")
+    presence = getattr(fout, "presence", None)
+    if presence is None:
+        presence = torch.ones(n, device=j2d.device)
+    conf = torch.as_tensor(presence, dtype=torch.float32, device=j2d.device).reshape(n, 1).expand(n, NUM_JOINTS)
+    world = getattr(fout, "world", None)
+    roi = getattr(fout, "roi", None)
+    return DecoderInput(
+        joints_2d=j2d, joints_z=torch.as_tensor(fout.joints_z, dtype=torch.float32, device=j2d.device),
+        joint_conf=conf.contiguous(), camera=cams,
+        world=None if world is None else torch.as_tensor(world, dtype=torch.float32, device=j2d.device),
+        roi=None if roi is None else torch.as_tensor(roi, dtype=torch.float32, device=j2d.device))
+
+
+PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
+
+
+def bone_midpoint_matrix() -> torch.Tensor:
+    """(21,21) A with row j = 0.5 * joint j + 0.5 * mean of j's children (tips: the tip itself)."""
+    a = torch.zeros(NUM_JOINTS, NUM_JOINTS)
+    for j in range(NUM_JOINTS):
+        kids = [k for k, p in enumerate(PARENTS) if p == j]
+        a[j, j] = 0.5 if kids else 1.0
+        for k in kids:
+            a[j, k] = 0.5 / len(kids)
+    return a
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """Two-layer GELU MLP."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+def transformer_layer(cfg: DecoderConfig) -> nn.TransformerEncoderLayer:
+    """A pre-norm self-attention block."""
+    return nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, int(cfg.d_model * cfg.mlp_ratio), cfg.dropout,
+                                      activation="gelu", batch_first=True, norm_first=True)
+
+
+def hierarchical_mask(n_joints: int, n_verts: int) -> torch.Tensor:
+    """(T,T) bool attention mask, True = blocked: joints<->vertices free; camera reads all; nobody reads camera."""
+    t = n_joints + n_verts + 1
+    mask = torch.zeros(t, t, dtype=torch.bool)
+    mask[:-1, -1] = True  # no joint/vertex query reads the camera query
+    return mask
+
+
+class HandOSDecoder(nn.Module):
+    """Interactive 2D-3D decoder: foundation evidence -> refined 2D joints, mesh, camera translation."""
+
+    def __init__(self, config: DecoderConfig | None = None, hand_model: nn.Module | None = None):
+        super().__init__()
+        cfg = self.config = config or DecoderConfig()
+        d = cfg.d_model
+        if hand_model is None:
+            from handos.hand import HandModel
+
+            hand_model = HandModel()
+        self._init_mesh_buffers(hand_model, cfg)
+        n_c = self.coarse_idx.shape[0]
+        n_ev = 4 + (3 if cfg.use_world else 0)
+        self.evidence = mlp(n_ev, d, d)  # per joint: u, v, z, conf (+ world xyz)
+        self.instance = mlp(4 + 4 * NUM_JOINTS + (3 * NUM_JOINTS if cfg.use_world else 0), d, d)  # whole-hand summary
+        self.joint_embed = nn.Parameter(torch.randn(NUM_JOINTS, d) * 0.02)
+        self.layers_2d = nn.ModuleList(transformer_layer(cfg) for _ in range(cfg.n_layers_2d))
+        self.norm_2d = nn.LayerNorm(d)
+        self.head_2d = nn.Linear(d, 3)  # du, dv (ROI units), score logit
+        self.refined_embed = nn.Linear(2, d)
+        skin = self.coarse_skin / self.coarse_skin.sum(-1, keepdim=True).clamp_min(1e-8)  # (V',21)
+        self.lifting = nn.Parameter(torch.cat([skin, torch.full((1, NUM_JOINTS), 1.0 / NUM_JOINTS)], 0))
+        self.vertex_embed = nn.Parameter(torch.randn(n_c + 1, d) * 0.02)
+        self.template_embed = nn.Linear(3, d)
+        self.layers_3d = nn.ModuleList(transformer_layer(cfg) for _ in range(cfg.n_layers_3d))
+        self.register_buffer("attn_mask", hierarchical_mask(NUM_JOINTS, n_c), persistent=False)
+        self.norm_3d = nn.LayerNorm(d)
+        self.head_vertex = nn.Linear(d, 3)
+        self.head_joint3d = nn.Linear(d, 3)  # auxiliary (training only)
+        self.head_camera = nn.Linear(d, 1)
+        for head in (self.head_2d, self.head_vertex, self.head_joint3d, self.head_camera):
+            nn.init.zeros_(head.bias)
+            nn.init.normal_(head.weight, std=1e-3)
+
+    def _init_mesh_buffers(self, hand_model: nn.Module, cfg: DecoderConfig) -> None:
+        """Template, coarse set, upsampling, regressor and faces taken from the hand model."""
+        with torch.no_grad():
+            nv = int(hand_model.skin_weights.shape[0])
+            pose = torch.zeros(1, 16, 3)
+            out = hand_model(pose, None, None)
+            template = out.vertices[0].float() - out.joints[0, :1].float()  # (V,3) right hand, root at origin
+            skin = torch.as_tensor(hand_model.skin_weights, dtype=torch.float32)  # (V,21)
+            idx = farthest_point_sampling(template, cfg.n_coarse)
+            up = upsampling_matrix(template, skin, idx, cfg.upsample_k)  # (V,V')
+            reg = torch.as_tensor(hand_model.joint_regressor, dtype=torch.float32)  # (21,V)
+        faces = torch.as_tensor(np.ascontiguousarray(hand_model.faces_for(False)), dtype=torch.long)
+        faces_l = torch.as_tensor(np.ascontiguousarray(hand_model.faces_for(True)), dtype=torch.long)
+        assert template.shape[0] == nv
+        self.register_buffer("template", template)
+        self.register_buffer("coarse_idx", idx)
+        self.register_buffer("coarse_skin", skin[idx])
+        blend = skin[idx] @ bone_midpoint_matrix()  # a vertex skinned to joint j sits along j's bone(s)
+        self.register_buffer("coarse_blend", blend / blend.sum(-1, keepdim=True).clamp_min(1e-8))
+        self.register_buffer("upsample", up)
+        self.register_buffer("joint_regressor", reg)
+        self.register_buffer("faces_right", faces)
+        self.register_buffer("faces_left", faces_l)
+
+    @property
+    def num_vertices(self) -> int:
+        """Vertices of the full mesh."""
+        return int(self.upsample.shape[0])
+
+    def faces_for(self, is_left: bool) -> np.ndarray:
+        """(F,3) int64 triangle indices for a right (False) or left (True) predicted mesh."""
+        return (self.faces_left if bool(is_left) else self.faces_right).cpu().numpy()
+
+    def forward(self, inp: DecoderInput) -> DecoderOutput:
+        """Decode N hands; see DecoderOutput for shapes."""
+        cfg = self.config
+        j2d, cam = inp.joints_2d, inp.camera
+        n = j2d.shape[0]
+        roi = landmark_roi(j2d).detach()  # (N,5) square ROI from the landmarks themselves
+        size, rot = roi[:, 2], roi[:, 4]
+        focal = cam[:, :2].mean(-1)  # (N,)
+        u = to_roi_frame(j2d, roi)  # (N,21,2)
+        z = (inp.joints_z - inp.joints_z[:, :1]) / size[:, None]  # (N,21)
+        ev = [u, z[..., None], inp.joint_conf[..., None]]
+        inst = [torch.log(size / focal)[:, None] + 2.5]
+        ray = torch.cat([(roi[:, :2] - cam[:, 2:]) / cam[:, :2], torch.ones_like(size)[:, None]], -1)  # (N,3)
+        ray = rotate_z(ray[:, None], -rot)[:, 0]  # viewing direction in the ROI frame
+        inst += [ray[:, :2], inp.joint_conf.mean(-1, keepdim=True), u.flatten(1), z, inp.joint_conf]
+        if cfg.use_world:
+            world = inp.world if inp.world is not None else torch.zeros(n, NUM_JOINTS, 3, device=j2d.device)
+            w = rotate_z(world - world[:, :1], -rot) / WORLD_UNIT_M  # (N,21,3)
+            ev.append(w)
+            inst.append(w.flatten(1))
+        x = self.evidence(torch.cat(ev, -1)) + self.joint_embed + self.instance(torch.cat(inst, -1))[:, None]
+        for layer in self.layers_2d:
+            x = layer(x)  # (N,21,d)
+        h2 = self.head_2d(self.norm_2d(x))  # (N,21,3)
+        u_ref = u + h2[..., :2]
+        x = x + self.refined_embed(u_ref)
+        # lifting: (V'+1) x 21 matrix over joint queries
+        q = torch.einsum("vj,njd->nvd", self.lifting, x) + self.vertex_embed
+        q[:, :-1] = q[:, :-1] + self.template_embed(self.template[self.coarse_idx] / WORLD_UNIT_M)
+        t = torch.cat([x, q], 1)  # (N,21+V'+1,d)
+        for layer in self.layers_3d:
+            t = layer(t, src_mask=self.attn_mask)
+        t = self.norm_3d(t)
+        nj = NUM_JOINTS
+        # 3D joints straight from the joint queries (auxiliary), then vertices = skinning-weighted
+        # blend of those joints (the lifting prior) + a per-vertex offset read off the vertex queries
+        joints_aux = self.head_joint3d(t[:, :nj]) * WORLD_UNIT_M  # (N,21,3) m, ROI frame
+        joints_aux = joints_aux - joints_aux[:, :1]
+        base = torch.einsum("vj,njd->nvd", self.coarse_blend, joints_aux)  # (N,V',3)
+        coarse = base + self.head_vertex(t[:, nj:-1]) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
+        verts = torch.einsum("vc,ncd->nvd", self.upsample, coarse)  # (N,V,3)
+        joints = torch.einsum("jv,nvd->njd", self.joint_regressor, verts)
+        root = joints[:, :1]
+        verts, joints = rotate_z(verts - root, rot), rotate_z(joints - root, rot)
+        joints_aux = rotate_z(joints_aux, rot)
+        # camera: depth from the ROI size and focal, wrist xy back-projected from the refined 2D wrist
+        log_s = self.head_camera(t[:, -1])[:, 0]
+        tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3)) / size
+        j2d_ref = from_roi_frame(u_ref, roi)
+        txy = (j2d_ref[:, 0] - cam[:, 2:]) / cam[:, :2] * tz[:, None]
+        cam_t = torch.cat([txy, tz[:, None]], -1)
+        chi = chirality(joints)
+        return DecoderOutput(
+            joints_2d=j2d_ref, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts, joints_3d=joints,
+            cam_t=cam_t, is_left=chi > 0, handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
+            aux={"joints_3d_aux": joints_aux, "coarse": coarse, "roi": roi, "u_ref": u_ref, "log_s": log_s})
+
+
+def save_decoder(model: HandOSDecoder, path: str | Path) -> Path:
+    """Write weights (safetensors) + decoder_config.json next to them; returns the weights path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / "decoder.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"version": model.config.version})
+    path.with_name(path.stem + "_config.json").write_text(json.dumps(asdict(model.config), indent=1))
+    return path
+
+
+def load_decoder(path: str | Path | None = None, device: str | torch.device = "cpu",
+                 hand_model: nn.Module | None = None) -> HandOSDecoder:
+    """Load a decoder from a .safetensors file or a folder (default: handos/weights/decoder.safetensors)."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else WEIGHTS_DIR / "decoder.safetensors"
+    if path.is_dir():
+        path = path / "decoder.safetensors"
+    cfg_path = path.with_name(path.stem + "_config.json")
+    if not path.exists() or not cfg_path.exists():
+        raise ModelError(f"decoder weights not found at {path} (+ {cfg_path.name}); train them with "
+                         "`python -m handos train` or pass the folder that holds them")
+    cfg = DecoderConfig.from_dict(json.loads(cfg_path.read_text()))
+    model = HandOSDecoder(cfg, hand_model)
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"decoder weights at {path} do not match the code (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); re-train or update handos")
+    return model.to(device).eval()

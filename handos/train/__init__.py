@@ -1,0 +1,1 @@
+"""Training of the decoder on synthetic hands (`python -m handos train --config ...`)."""

@@ -1,0 +1,156 @@
+"""The decoder: shapes, the hierarchical mask, per-hand independence, ROI invariances, handedness, I/O."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from handos.model.decoder import (DecoderConfig, DecoderInput, HandOSDecoder, decoder_inputs_from_foundation,
+                                  hierarchical_mask, load_decoder, save_decoder)
+from handos.model.geometry import chirality, landmark_roi, rot2d
+
+TINY = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coarse=32)
+
+
+@pytest.fixture(scope="session")
+def hand_model():
+    """The project's hand model (skips until handos.hand exists)."""
+    hand = pytest.importorskip("handos.hand")
+    return hand.HandModel()
+
+
+@pytest.fixture(scope="session")
+def decoder(hand_model):
+    """A tiny randomly initialised decoder with non-trivial heads."""
+    torch.manual_seed(0)
+    dec = HandOSDecoder(TINY, hand_model).eval()
+    with torch.no_grad():
+        for head in (dec.head_2d, dec.head_vertex, dec.head_joint3d, dec.head_camera):
+            head.weight.normal_(std=0.05)
+    return dec
+
+
+@pytest.fixture(scope="session")
+def batch(hand_model):
+    """A few synthetic hands as decoder input."""
+    from handos.data.synthetic import SyntheticHands
+
+    return SyntheticHands(hand_model).sample(5, torch.Generator().manual_seed(3))[0]
+
+
+def test_forward_shapes(decoder, batch):
+    out = decoder(batch)
+    n, v = len(batch), decoder.num_vertices
+    assert out.joints_2d.shape == (n, 21, 2) and out.joints_2d_score.shape == (n, 21)
+    assert out.vertices.shape == (n, v, 3) and out.joints_3d.shape == (n, 21, 3) and out.cam_t.shape == (n, 3)
+    assert out.is_left.dtype == torch.bool and out.handedness_score.shape == (n,)
+    assert torch.isfinite(out.vertices).all() and (out.cam_t[:, 2] > 0).all()
+    assert torch.allclose(out.joints_3d[:, 0], torch.zeros(n, 3), atol=1e-6)  # root-relative
+    assert ((out.handedness_score >= 0.5) & (out.handedness_score <= 1)).all()
+
+
+def test_empty_batch(decoder):
+    inp = DecoderInput(torch.zeros(0, 21, 2), torch.zeros(0, 21), torch.zeros(0, 21), torch.zeros(0, 4),
+                       torch.zeros(0, 21, 3))
+    out = decoder(inp)
+    assert out.vertices.shape == (0, decoder.num_vertices, 3) and out.is_left.shape == (0,)
+
+
+def test_mask_is_hierarchical():
+    m = hierarchical_mask(21, 10)  # True = blocked
+    assert m.shape == (32, 32)
+    assert m[:-1, -1].all()  # nobody reads the camera query
+    assert not m[-1].any()  # the camera reads everything
+    assert not m[:-1, :-1].any()  # joints <-> vertices freely
+
+
+def test_camera_query_is_read_by_nobody(decoder, batch):
+    out = decoder(batch)
+    with torch.no_grad():
+        saved = decoder.vertex_embed[-1].clone()
+        decoder.vertex_embed[-1] += torch.randn(decoder.vertex_embed.shape[1]) * 2.0
+        try:
+            out2 = decoder(batch)
+        finally:
+            decoder.vertex_embed[-1].copy_(saved)
+    assert torch.allclose(out.vertices, out2.vertices, atol=1e-5)  # mesh ignores the camera query
+    assert not torch.allclose(out.cam_t, out2.cam_t)  # but the camera head uses it
+
+
+def test_hands_do_not_attend_across_instances(decoder, batch):
+    full = decoder(batch)
+    one = decoder(DecoderInput(**{k: v[2:3] for k, v in vars(batch).items() if v is not None}))
+    assert torch.allclose(full.vertices[2:3], one.vertices, atol=1e-5)
+    assert torch.allclose(full.cam_t[2:3], one.cam_t, atol=1e-5)
+
+
+def test_translation_and_scale_invariance(decoder, batch):
+    out = decoder(batch)
+    shift = torch.tensor([37.0, -21.0])
+    moved = DecoderInput(batch.joints_2d + shift, batch.joints_z, batch.joint_conf,
+                         batch.camera + torch.cat([torch.zeros(2), shift]), batch.world)
+    o2 = decoder(moved)
+    assert torch.allclose(out.vertices, o2.vertices, atol=1e-5)
+    assert torch.allclose(out.cam_t, o2.cam_t, atol=1e-4)
+    k = 2.5  # same scene, k times the resolution: 3D identical
+    scaled = DecoderInput(batch.joints_2d * k, batch.joints_z * k, batch.joint_conf, batch.camera * k, batch.world)
+    o3 = decoder(scaled)
+    assert torch.allclose(out.vertices, o3.vertices, atol=1e-5)
+    assert torch.allclose(out.cam_t, o3.cam_t, atol=1e-4)
+    assert torch.allclose(out.joints_2d * k, o3.joints_2d, atol=1e-3)
+
+
+def test_in_plane_rotation_equivariance(decoder, batch):
+    out = decoder(batch)
+    ang = torch.tensor(0.7)
+    r = rot2d(ang)
+    pp = batch.camera[:, None, 2:]
+    j2d = (batch.joints_2d - pp) @ r.T + pp
+    world = torch.cat([batch.world[..., :2] @ r.T, batch.world[..., 2:]], -1)
+    o2 = decoder(DecoderInput(j2d, batch.joints_z, batch.joint_conf, batch.camera, world))
+    expect = torch.cat([out.vertices[..., :2] @ r.T, out.vertices[..., 2:]], -1)
+    assert torch.allclose(expect, o2.vertices, atol=1e-4)
+
+
+def test_handedness_is_read_off_the_mesh(decoder, batch):
+    out = decoder(batch)
+    assert torch.equal(out.is_left, chirality(out.joints_3d) > 0)
+    assert decoder.faces_for(True).shape == decoder.faces_for(False).shape
+    assert (decoder.faces_for(True) != decoder.faces_for(False)).any()
+
+
+def test_landmark_roi_rotation():
+    # an upright hand (fingers up) has rotation 0; turned 90 degrees clockwise it has +pi/2
+    j = torch.zeros(1, 21, 2)
+    j[0, :, 1] = -torch.linspace(0, 100, 21)
+    j[0, :, 0] = torch.linspace(-10, 10, 21)
+    roi = landmark_roi(j + 200)
+    assert abs(float(roi[0, 4])) < 0.3 and float(roi[0, 2]) > 100
+    turned = torch.stack([-j[..., 1], j[..., 0]], -1) + 200  # (x,y) -> (-y, x): fingers point right
+    assert abs(float(landmark_roi(turned)[0, 4]) - math.pi / 2) < 0.3
+
+
+def test_inputs_from_foundation(decoder, batch):
+    n = len(batch)
+    fout = SimpleNamespace(image_index=torch.zeros(n, dtype=torch.long), joints_2d=batch.joints_2d,
+                           joints_z=batch.joints_z, presence=torch.full((n,), 0.9), world=batch.world,
+                           roi=torch.zeros(n, 5))
+    inp = decoder_inputs_from_foundation(fout, batch.camera)
+    assert inp.joint_conf.shape == (n, 21) and float(inp.joint_conf[0, 0]) == pytest.approx(0.9)
+    assert decoder(inp).vertices.shape[0] == n
+    from handos.errors import ModelError
+
+    with pytest.raises(ModelError):
+        decoder_inputs_from_foundation(fout, batch.camera[:1])
+
+
+def test_save_load_roundtrip(decoder, batch, hand_model, tmp_path):
+    save_decoder(decoder, tmp_path)
+    dec2 = load_decoder(tmp_path, hand_model=hand_model)
+    assert torch.allclose(decoder(batch).vertices, dec2(batch).vertices)
+    from handos.errors import ModelError
+
+    with pytest.raises(ModelError):
+        load_decoder(tmp_path / "missing")

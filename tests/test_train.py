@@ -1,0 +1,114 @@
+"""Training: loss goes down, resume continues exactly, the DDP path runs (world size 1, gloo)."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+TINY_TOML = """
+[model]
+d_model = 32
+n_heads = 2
+n_layers_2d = 1
+n_layers_3d = 1
+n_coarse = 24
+[train]
+steps = {steps}
+batch_size = 4
+threads = 1
+warmup = 2
+log_every = 1
+ckpt_every = 2
+out_dir = "{out}"
+"""
+
+
+@pytest.fixture(scope="session")
+def hand_model():
+    """The project's hand model (skips until handos.hand exists)."""
+    return pytest.importorskip("handos.hand").HandModel()
+
+
+def _config(tmp_path, steps: int, out) -> str:
+    path = tmp_path / f"cfg_{steps}.toml"
+    path.write_text(TINY_TOML.format(steps=steps, out=out))
+    return str(path)
+
+
+def test_steps_reduce_loss(hand_model):
+    from handos.data.synthetic import SyntheticHands
+    from handos.model.decoder import DecoderConfig, HandOSDecoder
+    from handos.model.losses import decoder_losses, mesh_edges
+
+    torch.manual_seed(0)
+    dec = HandOSDecoder(DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=1, n_coarse=24), hand_model)
+    inp, tgt = SyntheticHands(hand_model).sample(16, torch.Generator().manual_seed(1))
+    faces = dec.faces_right
+    edges = mesh_edges(faces)
+    opt = torch.optim.Adam(dec.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = decoder_losses(dec(inp), tgt, inp, faces, edges)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_continues_identically(hand_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from handos.train.loop import train
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(_config(tmp_path, 4, a), hand_model=hand_model, progress=False)
+    train(_config(tmp_path, 2, b), hand_model=hand_model, progress=False)
+    train(_config(tmp_path, 4, b), resume=True, hand_model=hand_model, progress=False)
+    wa, wb = load_file(str(a / "decoder.safetensors")), load_file(str(b / "decoder.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+    assert (a / "log.jsonl").read_text().count("\n") == 4
+    assert (a / "decoder_config.json").exists()
+
+
+def test_ddp_world_size_one(hand_model, tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from handos.train.loop import train
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                 "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    try:
+        summary = train(_config(tmp_path, 2, tmp_path / "ddp"), hand_model=hand_model, ddp=True, progress=False)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert summary["world_size"] == 1 and (tmp_path / "ddp" / "decoder.safetensors").exists()
+
+
+def test_bad_config_is_a_clean_error(tmp_path):
+    from handos.errors import ConfigError
+    from handos.train.loop import load_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(bad)
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_help():
+    from handos.train import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
