@@ -43,10 +43,10 @@ class Design:
 
 # finger: (MCP x, MCP y, splay angle deg toward +x, (proximal, middle, distal-to-tip) lengths, half-width)
 FINGER_SPEC = {
-    "index": (0.0240, -0.0880, 5.0, (0.0400, 0.0240, 0.0220), 0.0096),
-    "middle": (0.0000, -0.0920, 0.0, (0.0450, 0.0280, 0.0240), 0.0099),
-    "ring": (-0.0215, -0.0870, -5.0, (0.0420, 0.0270, 0.0230), 0.0093),
-    "pinky": (-0.0420, -0.0780, -11.0, (0.0330, 0.0205, 0.0210), 0.0082),
+    "index": (0.0240, -0.0880, 5.0, (0.0400, 0.0240, 0.0220), 0.0100),
+    "middle": (0.0000, -0.0920, 0.0, (0.0450, 0.0280, 0.0240), 0.0103),
+    "ring": (-0.0215, -0.0870, -5.0, (0.0420, 0.0270, 0.0230), 0.0097),
+    "pinky": (-0.0420, -0.0780, -11.0, (0.0330, 0.0205, 0.0210), 0.0086),
 }
 THUMB_CMC = (0.0215, -0.0200, -0.0080)
 THUMB_DIR_DEG = 40.0  # angle of the thumb metacarpal from -y toward +x
@@ -179,11 +179,16 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
     mid_r: list[int | None] = [0] * 5
 
     def palm_w(r: int, c: int, side: str) -> dict[int, float]:
-        w = {W: 1.0}
+        t = 0.0  # share of the thumb's CMC joint: the thenar and the thumb web move with the thumb
         if side == "front" and 1 <= r <= 2 and c >= 8:
-            t = {8: 0.1, 9: 0.2, 10: 0.3, 11: 0.4}[c]
-            w = {W: 1.0 - t, T1: t}
-        return w
+            t = {8: 0.12, 9: 0.25, 10: 0.4, 11: 0.55}[c] * (0.8 if r == 1 else 1.0)
+        elif side == "front" and r == 3 and c == 11:
+            t = 0.3
+        elif side == "back" and 1 <= r <= 3 and c == 11:
+            t = {1: 0.2, 2: 0.4, 3: 0.25}[r]
+        elif side == "back" and r == 2 and c == 10:
+            t = 0.15
+        return {W: 1.0 - t, T1: t}
 
     for r, (y, xl, xr, hz) in enumerate(rings):
         for c in range(ncol):
@@ -202,7 +207,7 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
             back[r][c] = cg.vert([x, y, zb], palm_w(r, c, "back"))
         mid_l[r] = cg.vert([xl - 0.004 * p.palm_width, y, 0.0], {W: 1.0})
         mid_r[r] = None if r == 2 else cg.vert([xr + 0.004 * p.palm_width, y, -0.002],
-                                               {W: 0.7, T1: 0.3} if r == 1 else {W: 1.0})
+                                               {W: 0.6, T1: 0.4} if r in (1, 3) else {W: 1.0})
 
     # top ring: one 3x3 patch boundary per finger (columns 0-2 pinky, 3-5 ring, 6-8 middle, 9-11 index)
     top_mid = [0] * ncol
@@ -263,12 +268,13 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
         lat = np.cross(z_ax, dirs[0])
         lengths = [np.linalg.norm(joints[k + 1] - joints[k]) for k in range(3)]
         sc = 1.10  # compensates the shrinking of one Catmull-Clark step
+        tip_r = 0.66 * wb * sc
         spec = [  # (centre, w, h, weights, knuckle)
-            (joints[0] + dirs[0] * 0.45 * lengths[0], 0.93, 0.80, {b: 1.0}, 0.0),
-            (joints[1], 0.90, 0.78, {b: 0.5, b + 1: 0.5}, 0.0012),
-            (joints[1] + dirs[1] * 0.5 * lengths[1], 0.80, 0.69, {b + 1: 1.0}, 0.0),
-            (joints[2], 0.80, 0.68, {b + 1: 0.5, b + 2: 0.5}, 0.0008),
-            (joints[2] + dirs[2] * 0.55 * lengths[2], 0.77, 0.64, {b + 2: 0.7, b + 3: 0.3}, 0.0),
+            (joints[0] + dirs[0] * 0.45 * lengths[0], 0.95, 0.82, {b: 1.0}, 0.0),
+            (joints[1], 0.93, 0.80, {b: 0.5, b + 1: 0.5}, 0.0012),
+            (joints[2], 0.84, 0.72, {b + 1: 0.5, b + 2: 0.5}, 0.0008),
+            (joints[2] + dirs[2] * 0.40 * lengths[2], 0.88, 0.74, {b + 2: 0.8, b + 3: 0.2}, 0.0),
+            (joints[3] - dirs[2] * 0.8 * tip_r, 0.86, 0.70, {b + 2: 0.4, b + 3: 0.6}, 0.0),
         ]
         prev = finger_rings[name]
         prev_c = joints[0]
@@ -276,7 +282,7 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
             ring = cg.ring(cen, lat, z_ax, fw * wb * sc, fh * wb * sc, wts, kn * p.thickness)
             cg.bridge(prev, ring, 0.5 * (prev_c + cen))
             prev, prev_c = ring, cen
-        cg.cap(prev, joints[3] + dirs[2] * 0.0050, {b + 3: 1.0}, dirs[2])
+        cg.cap(prev, joints[3] + dirs[2] * 0.0040, {b + 3: 1.0}, dirs[2])
 
     # thumb: tube out of the +x side wall (rings 1..3), metacarpal inside the thenar
     patch = [front[1][-1], front[2][-1], front[3][-1], mid_r[3], back[3][-1], back[2][-1], back[1][-1], mid_r[1]]
@@ -286,10 +292,10 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
     th = p.thickness * 1.10
     spec = [
         (tj[0] + tdirs[0] * 0.50 * tl[0], tdirs[0], 0.0150, 0.0130, {T1: 1.0}, 0.0),
-        (tj[1], tdirs[0], 0.0108, 0.0094, {T1: 0.5, T2: 0.5}, 0.0012),
-        (tj[1] + tdirs[1] * 0.5 * tl[1], tdirs[1], 0.0099, 0.0085, {T2: 1.0}, 0.0),
-        (tj[2], 0.5 * (tdirs[1] + tdirs[2]), 0.0098, 0.0082, {T2: 0.5, T3: 0.5}, 0.0008),
-        (tj[2] + tdirs[2] * 0.55 * tl[2], tdirs[2], 0.0094, 0.0076, {T3: 0.7, T4: 0.3}, 0.0),
+        (tj[1], tdirs[0], 0.0110, 0.0095, {T1: 0.5, T2: 0.5}, 0.0012),
+        (tj[2], 0.5 * (tdirs[1] + tdirs[2]), 0.0102, 0.0085, {T2: 0.5, T3: 0.5}, 0.0008),
+        (tj[2] + tdirs[2] * 0.40 * tl[2], tdirs[2], 0.0103, 0.0085, {T3: 0.8, T4: 0.2}, 0.0),
+        (tj[3] - tdirs[2] * 0.0062, tdirs[2], 0.0096, 0.0079, {T3: 0.4, T4: 0.6}, 0.0),
     ]
     prev = patch
     prev_c = np.mean([cg.pos[i] for i in patch], axis=0)
@@ -299,7 +305,7 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
         ring = cg.ring(cen, lat, u, fw * th, fh * th, wts, kn * p.thickness)
         cg.bridge(prev, ring, 0.5 * (prev_c + cen))
         prev, prev_c = ring, cen
-    cg.cap(prev, tj[3] + tdirs[2] * 0.0050, {T4: 1.0}, tdirs[2])
+    cg.cap(prev, tj[3] + tdirs[2] * 0.0025, {T4: 1.0}, tdirs[2])
 
     pos = np.stack(cg.pos) * s
     quads = orient_consistently(np.asarray(cg.quads, dtype=np.int64), pos) if topology else None
@@ -329,10 +335,10 @@ def effective_weights(weights: np.ndarray) -> np.ndarray:
     return w
 
 
-def _support(weights: np.ndarray, k: int) -> np.ndarray:
+def _support(weights: np.ndarray, k: int, tol: float = 0.1) -> np.ndarray:
     """Vertices whose skinning only involves joint k and its parent (exact regression under posing)."""
     allowed = [k] if PARENTS[k] < 0 else [k, PARENTS[k]]
-    return effective_weights(weights)[:, allowed].sum(1) > 1.0 - 1e-9
+    return effective_weights(weights)[:, allowed].sum(1) > 1.0 - tol
 
 
 def fit_regressor(verts: np.ndarray, weights: np.ndarray, target: np.ndarray, radius: np.ndarray) -> np.ndarray:

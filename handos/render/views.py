@@ -12,7 +12,7 @@ from handos.hand.geometry import axis_angle_to_matrix
 VIEWS: dict[str, tuple[float, float, float]] = {
     "front": (0.0, 0.0, 0.0),  # palm toward the camera, fingers up
     "top": (0.0, math.pi, 0.0),  # back of the hand toward the camera
-    "side": (0.0, -math.pi / 2, 0.0),  # thumb side toward the camera
+    "side": (0.0, math.pi / 2, 0.0),  # thumb side toward the camera
 }
 
 
