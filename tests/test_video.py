@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from handos.errors import InputError
 from handos.io.schema import Hand, validate_record
 from handos.video.clip import JitterMeter, jitter_px, process_clip, select_keyframes
-from handos.video.reader import ClipReader, is_clip, probe
+from handos.video.reader import ClipReader, is_clip
 from handos.video.smoothing import HandSmoother, OneEuroConfig
 from handos.video.tracker import Tracks, TrackerConfig, box_iou
 from handos.video.writer import VideoWriter
@@ -403,6 +401,31 @@ def test_tracker_redetects_a_hand_that_slipped_out_of_its_roi(tmp_path):
     assert [len(r["hands"]) for r in recs] == [1] * 16 and s.tracks == 1
     assert model.calls[10] == (1, False) and model.calls[11] == (0, True)  # frame 10: ROI pass, then detection
     assert sum(1 for c in model.calls if c[1]) == s.detector_frames == 2  # frame 0 and the re-detection
+
+
+def test_process_clip_resumes_after_an_interruption(two_blob_clip, tmp_path):
+    """A run stopped after 12 frames (with a torn last line) is continued: every frame once, ids carried on."""
+    path, traj = two_blob_clip
+    out = tmp_path / "r.jsonl"
+    first = process_clip(BlobModel(), path, out_jsonl=out, limit=12)
+    assert first.frames == 12 and first.truncated
+    with open(out, "a") as f:
+        f.write('{"schema": "handos.prediction/1", "file": "')  # a crash mid-line
+    second = process_clip(BlobModel(seed=1), path, out_jsonl=out, resume=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert second.resumed_from == 12 and second.frames == len(traj) - 12
+    assert [r["frame"] for r in recs] == list(range(len(traj)))
+    ids = {}
+    for r in recs:
+        for h in r["hands"]:
+            ids.setdefault(h["handedness"], set()).add(h["track_id"])
+    assert all(len(v) == 1 for v in ids.values()) and len(ids) == 2
+    third = process_clip(BlobModel(), path, out_jsonl=out, resume=True)  # already complete: nothing to do
+    assert third.frames == 0 and len(out.read_text().splitlines()) == len(traj)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"file": "elsewhere.mp4", "frame": 0}) + "\n")
+    with pytest.raises(InputError, match="another input"):
+        process_clip(BlobModel(), path, out_jsonl=other, resume=True)
 
 
 def test_select_keyframes_every_and_on_change():

@@ -14,7 +14,7 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
                      max_hands: int = 2, max_seconds: float | None = DEFAULT_MAX_SECONDS, limit: int | None = None,
                      keyframes_dir: str | None = None, keyframe_every_s: float = 1.0, camera: dict | None = None,
                      include_vertices: bool = False, model=None, device: str = "auto", weights: str | None = None,
-                     progress: bool = True, fps: float | None = None):
+                     progress: bool = True, fps: float | None = None, resume: bool = False):
     """Run one clip end to end (loads the model unless given); returns the ClipSummary."""
     from handos.video.clip import process_clip
 
@@ -27,7 +27,7 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
     return process_clip(model, path, out_jsonl=out, out_video=video_out, smooth=smooth, max_hands=max_hands,
                         max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
                         include_vertices=include_vertices, keyframes_dir=keyframes_dir,
-                        keyframe_every_s=keyframe_every_s, fps=fps)
+                        keyframe_every_s=keyframe_every_s, fps=fps, resume=resume)
 
 
 def parse_camera(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cx", type=float)
     p.add_argument("--cy", type=float)
     p.add_argument("--vertices", dest="include_vertices", action="store_true", help="include mesh vertices in the JSONL")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run's --out JSONL after its last frame")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         max_seconds=args.max_seconds if args.max_seconds and args.max_seconds > 0 else None, limit=args.limit,
         keyframes_dir=args.keyframes_dir, keyframe_every_s=args.keyframe_every_s, camera=parse_camera(args),
         include_vertices=args.include_vertices, device=args.device, weights=args.weights,
-        progress=not args.quiet, fps=args.fps)
+        progress=not args.quiet, fps=args.fps, resume=args.resume)
     print(json.dumps(summary.to_dict(), indent=1))
     return 0
 

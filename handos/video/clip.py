@@ -36,6 +36,7 @@ class ClipSummary:
     seconds: float = 0.0  # clip time covered (last frame time + one frame)
     broken_frames: int = 0  # skipped, undecodable
     truncated: bool = False  # stopped at --limit / --max-seconds
+    resumed_from: int = 0  # first frame processed in this run (> 0 when an earlier run's JSONL was continued)
     detector_frames: int = 0  # frames where the palm detector ran
     roi_frames: int = 0  # frames served by ROI tracking only
     smoothed: bool = True
@@ -249,16 +250,23 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                  keyframes_dir: str | os.PathLike | None = None, keyframe_every_s: float = 1.0,
                  fps: float | None = None, tracker_config: TrackerConfig | None = None,
                  smoothing: OneEuroConfig | None = None, on_frame: Callable[[dict[str, Any]], None] | None = None,
-                 ) -> ClipSummary:
-    """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes."""
+                 resume: bool = False) -> ClipSummary:
+    """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes.
+
+    With `resume`, an existing `out_jsonl` of this clip is continued after its last complete frame (track ids
+    carry on); the annotated video and keyframes then cover the resumed part only.
+    """
     path = os.fspath(path)
     if max_hands < 1:
         raise InputError(f"max_hands must be at least 1, got {max_hands}")
+    previous = _previous_records(out_jsonl, path) if resume and out_jsonl is not None else None
+    start = 0 if not previous else int(previous[-1]["frame"]) + 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps)
+        reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start)
         info = reader.info
         summary = ClipSummary(path=path, width=info.width, height=info.height, fps=info.fps, smoothed=bool(smooth),
+                              resumed_from=start,
                               out_jsonl=None if out_jsonl is None else os.fspath(out_jsonl),
                               out_video=None if out_video is None else os.fspath(out_video))
         cfg = tracker_config or TrackerConfig(max_hands=max_hands)
@@ -278,7 +286,7 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
         try:
             if out_jsonl is not None:
                 Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
-                jsonl = open(out_jsonl, "w", encoding="utf-8")
+                jsonl = open(out_jsonl, "a" if previous else "w", encoding="utf-8")
             if out_video is not None:
                 from handos.video.writer import VideoWriter
 
@@ -288,6 +296,8 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                 if cam is None:  # the camera is fixed by the first frame (after rotation)
                     cam = Camera.from_any(camera, w, h)
                     tracker = HandTracker(model, cfg, cam)
+                    if previous:
+                        tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start - 1)
                     summary.width, summary.height = w, h
                 raw = tracker.step(fr.rgb, fr.index)
                 hands = smoother(raw, fr.time_s) if smoother is not None else raw
@@ -341,3 +351,29 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
     for msg in summary.warnings:
         warnings.warn(msg, stacklevel=2)
     return summary
+
+
+def _previous_records(out_jsonl: str | os.PathLike, clip: str) -> list[dict[str, Any]] | None:
+    """Complete records of `clip` in an earlier run's JSONL (a torn last line is cut off the file); None if none."""
+    p = Path(os.fspath(out_jsonl))
+    if not p.exists() or p.stat().st_size == 0:
+        return None
+    good: list[dict[str, Any]] = []
+    size = 0
+    with open(p, "rb") as f:
+        for raw in f:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                break
+            if not raw.endswith(b"\n"):
+                break
+            if not isinstance(rec, dict) or rec.get("frame") is None or \
+                    os.path.realpath(str(rec.get("file"))) != os.path.realpath(clip):
+                raise InputError(f"{p} holds records of another input; choose another --out or delete it to start over")
+            good.append(rec)
+            size += len(raw)
+    if size < p.stat().st_size:
+        with open(p, "r+b") as f:
+            f.truncate(size)
+    return good or None

@@ -162,7 +162,10 @@ class ClipReader:
 
     def __init__(self, path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS,
                  limit: int | None = None, fps: float | None = None, start_frame: int = 0) -> None:
-        """Probe and validate the clip (raises InputError); `limit` caps the frames read, `fps` overrides the rate."""
+        """Probe and validate the clip (raises InputError); `limit`: stop after clip frame limit-1; `fps` overrides the rate.
+
+        `start_frame`: frames before it are decoded but not converted or yielded (resuming a run).
+        """
         self.path = os.fspath(path)
         self.info = probe(self.path, max_seconds=max_seconds, fps=fps)
         self.max_seconds = max_seconds
@@ -234,7 +237,7 @@ class ClipReader:
                     self.stats.decoded += 1
                     yield Frame(index=index, time_s=t, rgb=rgb)
                     index += 1
-                    if self.limit is not None and index >= self.start_frame + self.limit:
+                    if self.limit is not None and index >= self.limit:
                         self.stats.truncated = True
                         return
         except av.error.FFmpegError as err:

@@ -133,6 +133,19 @@ class Tracks:
             return False
         return frame - self.last_detect_frame >= self.cfg.detect_every
 
+    def seed(self, hands: list[Hand], frame: int) -> None:
+        """Start from hands of an earlier run (resuming): their track ids live on; the next frame detects."""
+        for h in hands:
+            if h.track_id is None:
+                continue
+            tr = Track(id=int(h.track_id), last=h, last_frame=frame, first_frame=frame)
+            tr.label = h.handedness
+            tr.vote_right, tr.vote_weight = _p_right(h), 1.0
+            self.tracks[tr.id] = tr
+        self.next_id = max([self.next_id] + [t + 1 for t in self.tracks])
+        self.frame = frame
+        self.lost_since_detect = True
+
     # -------------------------------------------------------------- the update
     def update(self, hands: list[Hand], frame: int, detected: bool = True,
                carried_ids: Sequence[int] | None = None) -> list[Hand]:
