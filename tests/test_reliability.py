@@ -29,6 +29,13 @@ def tiff(pil) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def gray_hand_jpeg(realdata) -> bytes:
+    """A real photo whose hand is still found in grayscale (on ge2019's close-ups neither MediaPipe nor we
+    find hands once colour is gone)."""
+    return (realdata / "freihand" / "images" / "00115300.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
 def hand_jpeg(realdata) -> bytes:
     """A real hand photo (read from ../shared/realdata, never stored in the repo)."""
     return (realdata / "ge2019_realworld" / "images" / "00002.jpg").read_bytes()
@@ -46,17 +53,18 @@ def bad_cases(hand_jpeg: bytes) -> dict[str, tuple[str, bytes, str]]:
     }
 
 
-def good_cases(hand_jpeg: bytes) -> dict[str, tuple[str, bytes]]:
+def good_cases(hand_jpeg: bytes, gray_hand_jpeg: bytes) -> dict[str, tuple[str, bytes]]:
     """name -> (file name, bytes) of odd but valid images holding one hand."""
     rgb = np.asarray(Image.open(io.BytesIO(hand_jpeg)).convert("RGB"))
+    gray = Image.open(io.BytesIO(gray_hand_jpeg)).convert("L")
     rotated = Image.fromarray(np.rot90(rgb, 1).copy())  # stored rotated, EXIF says how to turn it back
     exif = rotated.getexif()
     exif[0x0112] = 6
     buf = io.BytesIO()
     rotated.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
-    gray16 = (np.asarray(Image.fromarray(rgb).convert("L")).astype(np.uint16) * 257)
+    gray16 = np.asarray(gray).astype(np.uint16) * 257
     return {
-        "grayscale": ("gray.png", png(Image.fromarray(rgb).convert("L"))),
+        "grayscale": ("gray.png", png(gray)),
         "RGBA": ("rgba.png", png(Image.fromarray(rgb).convert("RGBA"))),
         "16-bit": ("deep.png", png(Image.fromarray(gray16))),
         "CMYK": ("print.tif", tiff(Image.fromarray(rgb).convert("CMYK"))),
@@ -80,8 +88,8 @@ def test_bad_images_one_line_each(model, hand_jpeg, tmp_path, capsys):
         assert "Traceback" not in err
 
 
-def test_odd_formats_find_the_hand(model, hand_jpeg, tmp_path, capsys):
-    for name, (fname, data) in good_cases(hand_jpeg).items():
+def test_odd_formats_find_the_hand(model, hand_jpeg, gray_hand_jpeg, tmp_path, capsys):
+    for name, (fname, data) in good_cases(hand_jpeg, gray_hand_jpeg).items():
         path = tmp_path / fname
         path.write_bytes(data)
         out = tmp_path / f"{fname}.jsonl"
@@ -91,6 +99,8 @@ def test_odd_formats_find_the_hand(model, hand_jpeg, tmp_path, capsys):
         assert len(rec["hands"]) == 1, name
         if name == "EXIF-rotated":
             assert (rec["width"], rec["height"]) == (256, 256)
+            upright = model(hand_jpeg)[0].keypoints_2d
+            assert np.abs(np.asarray(rec["hands"][0]["keypoints_2d"]) - upright).mean() < 3.0
 
 
 def test_no_hands_and_many_hands(model, hand_jpeg, tmp_path, capsys):
@@ -133,7 +143,8 @@ def test_weights_errors(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         handos.load(weights=str(tmp_path / "missing.safetensors"))
     (tmp_path / "decoder.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="decoder") as info:
         handos.load(weights=str(tmp_path))
+    assert "\n" not in str(info.value)
     with pytest.raises(ModelError, match="Hub"):
         handos.load(weights="nobody-here/no-such-handos-repo")

@@ -34,7 +34,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """The decoder weights file: shipped (None), a local file or folder, or a Hugging Face Hub repo id."""
+    """The decoder weights file: shipped (None, or $HANDOS_WEIGHTS), a local file or folder, or a Hub repo id."""
+    if weights is None and os.environ.get("HANDOS_WEIGHTS"):
+        weights = os.environ["HANDOS_WEIGHTS"]
     if weights is None:
         path = WEIGHTS_DIR / DECODER_FILE
         if not path.exists():
