@@ -93,6 +93,9 @@ class HandModel(nn.Module):
             self.NUM_SHAPE = self.mano.num_betas
             self.shape_names = tuple(f"beta{i}" for i in range(self.NUM_SHAPE))
             vt, faces, weights, reg = self.mano.arrays()
+            if True in self.mano.models:
+                left_faces = np.asarray(self.mano.models[True].faces, dtype=np.int64)
+                self.register_buffer("_faces_left", torch.as_tensor(left_faces), persistent=False)
         else:
             vt, faces, weights, reg = t.vertices, t.faces, t.skin_weights, t.joint_regressor
             self.register_buffer("shapedirs", torch.tensor(t.shapedirs, dtype=dtype), persistent=False)  # (V, 3, S)
@@ -105,6 +108,8 @@ class HandModel(nn.Module):
     @property
     def faces_left(self) -> torch.Tensor:
         """(F, 3) faces of the mirrored (left) hand, re-wound so normals point outward."""
+        if hasattr(self, "_faces_left"):
+            return self._faces_left
         return self.faces[:, [0, 2, 1]]
 
     def faces_for(self, is_left: bool) -> torch.Tensor:
@@ -185,7 +190,8 @@ class HandModel(nn.Module):
         pose = _full_pose(torch.as_tensor(pose)).to(self.v_template)
         b = pose.shape[0]
         if self.backend == "mano":
-            verts, joints = self.mano.forward(pose, shape, is_left)
+            verts, joints = self.mano.forward(pose, shape, is_left)  # handedness applied there
+            return HandOutput(vertices=verts, joints=joints)
         else:
             rest = self.shaped(shape, b)  # (B, V, 3)
             rest_j = torch.einsum("jv,bvc->bjc", self.joint_regressor, rest)  # (B, 21, 3)

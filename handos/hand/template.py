@@ -100,6 +100,7 @@ class _Cage:
         self.pos: list[np.ndarray] = []
         self.wts: list[np.ndarray] = []
         self.quads: list[list[int]] = []
+        self.tips: list[int] = []  # cap centre vertex per finger, in construction order
 
     def vert(self, p: np.ndarray, weights: dict[int, float]) -> int:
         w = np.zeros(NUM_JOINTS)
@@ -151,11 +152,13 @@ class _Cage:
             cen = np.mean([self.pos[i] for i in ids], axis=0)
             self.quad(ids, cen - axis_point)
 
-    def cap(self, ring: list[int], tip: np.ndarray, weights: dict[int, float], d: np.ndarray) -> None:
+    def cap(self, ring: list[int], tip: np.ndarray, weights: dict[int, float], d: np.ndarray) -> int:
         """Close an 8-ring with a centre vertex at `tip` and 4 quads facing along `d`."""
         c = self.vert(tip, weights)
         for k in (0, 2, 4, 6):
             self.quad([ring[k], ring[(k + 1) % 8], c, ring[(k - 1) % 8]], d)
+        self.tips.append(c)
+        return c
 
 
 def _palm_rings(p: Design) -> list[tuple[float, float, float, float]]:
@@ -309,7 +312,13 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
 
     pos = np.stack(cg.pos) * s
     quads = orient_consistently(np.asarray(cg.quads, dtype=np.int64), pos) if topology else None
+    tip_ids = {T4: cg.tips[-1]}
+    tip_ids.update({FINGER_BASE[name] + 3: cg.tips[i] for i, name in enumerate(order)})
+    _TIP_VERTS.update(tip_ids)  # vertex points keep their cage ids after subdivision
     return pos, np.stack(cg.wts), quads, J * s
+
+
+_TIP_VERTS: dict[int, int] = {}  # tip joint -> vertex id of its fingertip (the cap centre)
 
 
 @dataclass(frozen=True)
@@ -413,6 +422,9 @@ def build_template() -> Template:
         radius[1 + 4 * f] = 0.022 if f else 0.030
         radius[4 + 4 * f] = 0.012
     reg = fit_regressor(verts, weights, J, radius)
+    for k, vid in _TIP_VERTS.items():  # fingertips are single surface vertices (as in FreiHAND/MANO)
+        reg[k] = 0.0
+        reg[k, vid] = 1.0
     joints = reg @ verts
     # canonical frame: wrist at the origin, middle finger along -y, MCP row in the xy plane
     rot = _canonical_rotation(joints)
