@@ -23,7 +23,7 @@ class OneEuroConfig:
     """One-Euro parameters; speeds are in hand sizes per second."""
 
     min_cutoff: float = 1.0  # Hz: cutoff when the hand is still (lower = smoother, more lag at rest)
-    beta: float = 1.5  # cutoff grows by beta Hz per (hand size / s) of speed (higher = less lag when moving)
+    beta: float = 5.0  # cutoff grows by beta Hz per (hand size / s) of speed (higher = less lag when moving)
     d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
     max_gap_s: float = 0.5  # a track unseen for longer restarts its filter (no smoothing across gaps)
 
