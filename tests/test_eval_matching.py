@@ -110,3 +110,23 @@ def test_markdown_table_rows():
     assert rows[0].startswith("| set | images / hands | recall")
     assert rows[2].startswith("| tiny | 1 / 1 | 1.000 | 0 | ")
     assert "| – |" in rows[2]  # no 3D: PA-MPJPE missing
+
+
+def test_accumulator_mesh_metrics_when_gt_has_vertices():
+    rng = np.random.default_rng(9)
+    j3 = rng.normal(scale=30, size=(21, 3)) + np.array([0, 0, 400.0])  # mm
+    grid = np.stack(np.meshgrid(np.arange(4), np.arange(4), np.arange(3), indexing="ij"), -1).reshape(-1, 3)
+    verts = grid * 20.0 + np.array([0, 0, 400.0])  # 48 points 20 mm apart
+    g2 = hand_2d(100, 100)
+    gt = GTHand(g2, j3, "right", vertices_3d=verts)
+    exact = {"keypoints_2d": g2.tolist(), "joints_3d": (j3 / 1000).tolist(), "vertices": (verts / 1000).tolist(), "handedness": "right"}
+    off = dict(exact, vertices=((verts + np.array([0, 8.0, 0])) / 1000).tolist())  # mesh 8 mm off, joints exact
+    acc = EvalAccumulator()
+    acc.add_image([gt], [PredHand.from_hand(exact)])
+    r = acc.report()
+    assert r["pa_mpvpe_mm"] == pytest.approx(0, abs=1e-6) and r["f@5mm"] == 1.0 and r["f@15mm"] == 1.0
+    acc = EvalAccumulator()
+    acc.add_image([gt], [PredHand.from_hand(off)])
+    r = acc.report()
+    assert r["f@5mm"] == 0.0 and r["f@15mm"] == 1.0  # aligned with the joints' transform: the 8 mm offset stays
+    assert r["pa_mpvpe_mm"] == pytest.approx(0, abs=1e-6)  # its own Procrustes removes a pure offset
