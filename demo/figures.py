@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from demo.colors import MESH_COLORS, css, finger_colors
+from demo.colors import MESH_COLORS, css, finger_colors, joint_colors
 from handos.io.schema import Hand
 
 # Looking from just behind and above the camera, so the hands appear as in the image but in depth.
@@ -34,14 +34,14 @@ def hand_traces(hand: Hand, faces: np.ndarray | None, name: str) -> list[go.Base
                 lightposition=dict(x=0, y=-1000, z=-1000), hoverinfo="skip",
             )
         )
-    colors = finger_colors()
+    colors, jcolors = finger_colors(), joint_colors()
     for f_idx, chain in enumerate(finger_chains()):
         p = joints[chain]  # (5, 3)
         traces.append(
             go.Scatter3d(
                 x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines+markers",
                 line=dict(color=css(colors[f_idx]), width=7),
-                marker=dict(size=3.5, color=css(colors[f_idx])),
+                marker=dict(size=3.5, color=[css(jcolors[j]) for j in chain], line=dict(color="rgb(70,70,70)", width=1)),
                 name=f"{name} joints", legendgroup=name, showlegend=False,
                 hovertemplate=f"{name}<br>x %{{x:.3f}} m<br>y %{{y:.3f}} m<br>z %{{z:.3f}} m<extra></extra>",
             )

@@ -6,9 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from demo.colors import MESH_COLORS
 from handos.io.schema import Hand
-
+from handos.render.overlay import draw_hands
 
 LAYER_NAMES = ("boxes", "labels", "skeleton", "mesh")
 
@@ -30,16 +29,7 @@ class Layers:
 
 
 def annotate(rgb: np.ndarray, hands: Sequence[Hand], K: np.ndarray, faces_for, layers: Layers) -> np.ndarray:
-    """(H, W, 3) uint8 RGB at the image's own resolution with the chosen layers drawn."""
-    from handos.render import render_mesh
-    from handos.render.overlay import draw_hands
-
-    out = np.ascontiguousarray(rgb.copy())
-    meshed = [h for h in hands if h.vertices is not None]
-    if layers.mesh and meshed:
-        meshes = [(np.asarray(h.vertices, np.float32), np.asarray(faces_for(h.handedness)),
-                   MESH_COLORS.get(h.handedness, MESH_COLORS["right"])) for h in meshed]
-        out = render_mesh(out, meshes, K, alpha=0.6)
-    if hands and (layers.boxes or layers.skeleton or layers.labels):
-        out = draw_hands(out, list(hands), show_boxes=layers.boxes, show_skeleton=layers.skeleton, show_labels=layers.labels)
+    """(H, W, 3) uint8 RGB at the image's own resolution with the chosen layers drawn (handos.render.overlay)."""
+    out = draw_hands(rgb, list(hands), show_boxes=layers.boxes, show_skeleton=layers.skeleton, show_labels=layers.labels,
+                     mesh_faces=faces_for if layers.mesh else None, K=np.asarray(K, dtype=np.float32), mesh_alpha=0.6)
     return np.asarray(out, dtype=np.uint8)
