@@ -454,3 +454,12 @@ def test_cli_needs_an_output(two_blob_clip):
 
     with pytest.raises(InputError, match="--out"):
         main([str(two_blob_clip[0])])
+
+
+def test_predict_clip_cli_prints_a_summary_line(two_blob_clip, tmp_path, capsys):
+    """The function `handos predict` calls for clips: writes the JSONL, one summary line on stderr, no traceback."""
+    from handos.video.cli import predict_clip_cli
+
+    s = predict_clip_cli(str(two_blob_clip[0]), out=str(tmp_path / "p.jsonl"), model=BlobModel(), limit=5)
+    err = capsys.readouterr().err
+    assert s.frames == 5 and "5 frames, 5 with hands, 2 track(s)" in err and str(tmp_path / "p.jsonl") in err

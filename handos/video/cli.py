@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 from handos.errors import InputError
@@ -15,7 +16,7 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
                      keyframes_dir: str | None = None, keyframe_every_s: float = 1.0, camera: dict | None = None,
                      include_vertices: bool = False, model=None, device: str = "auto", weights: str | None = None,
                      progress: bool = True, fps: float | None = None, resume: bool = False):
-    """Run one clip end to end (loads the model unless given); returns the ClipSummary."""
+    """Run one clip end to end (loads the model unless given); prints warnings and a one-line summary to stderr."""
     from handos.video.clip import process_clip
 
     if out is None and video_out is None and keyframes_dir is None:
@@ -24,10 +25,20 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
         import handos
 
         model = handos.load(weights=weights, device=device)
-    return process_clip(model, path, out_jsonl=out, out_video=video_out, smooth=smooth, max_hands=max_hands,
-                        max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
-                        include_vertices=include_vertices, keyframes_dir=keyframes_dir,
-                        keyframe_every_s=keyframe_every_s, fps=fps, resume=resume)
+    with warnings.catch_warnings(record=True) as caught:  # printed as one clean line each, below
+        warnings.simplefilter("always")
+        summary = process_clip(model, path, out_jsonl=out, out_video=video_out, smooth=smooth, max_hands=max_hands,
+                               max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
+                               include_vertices=include_vertices, keyframes_dir=keyframes_dir,
+                               keyframe_every_s=keyframe_every_s, fps=fps, resume=resume)
+    for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        print(f"handos predict: warning: {msg}", file=sys.stderr)
+    if progress:
+        print(f"handos predict: {path}: {summary.frames} frames, {summary.frames_with_hands} with hands, "
+              f"{summary.tracks} track(s), {summary.frames_per_s:.1f} frames/s"
+              + (f", {summary.broken_frames} broken frames skipped" if summary.broken_frames else "")
+              + "".join(f" -> {x}" for x in (out, video_out, keyframes_dir) if x), file=sys.stderr)
+    return summary
 
 
 def parse_camera(args: argparse.Namespace) -> dict[str, Any] | None:
