@@ -140,7 +140,7 @@ def connect(ls_url: str, api_key: str | None, timeout: float = DEFAULT_TIMEOUT_S
         raise RemoteError(f"the Label Studio API key was rejected before connecting ({type(err).__name__}); "
                           "set LABEL_STUDIO_API_KEY to a current token") from None
     with remote_errors(url, "checking the API key"):
-        client.users.whoami()
+        client.users.whoami(request_options={"max_retries": 0})
     client.handos_url = url  # type: ignore[attr-defined]
     return client
 
@@ -158,6 +158,18 @@ def _http(client, method: str, path: str, **kwargs) -> Any:
     r = httpx.request(method, _url(client) + path, headers=headers, timeout=client._client_wrapper.get_timeout(), **kwargs)
     r.raise_for_status()
     return r.json() if r.content else None
+
+
+def _raw_get(client, path: str) -> bytes:
+    """GET a server path (e.g. a task's /data/upload/... image) with the client's auth; the bytes back."""
+    import httpx
+
+    headers = {"Authorization": client._client_wrapper.get_headers()["Authorization"]}
+    url = path if path.startswith(("http://", "https://")) else _url(client) + path
+    with remote_errors(_url(client), "downloading a file"):
+        r = httpx.get(url, headers=headers, timeout=client._client_wrapper.get_timeout())
+        r.raise_for_status()
+        return r.content
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,11 +221,11 @@ def existing_keys(client, project_id: int, page_size: int = 500) -> dict[str, in
 def upload_images(client, project_id: int, items: Sequence[PushItem]) -> dict[str, str]:
     """Upload the items' images to the project's media (no tasks made); key -> URL Label Studio serves."""
     files = []
-    for it in items:
+    for i, it in enumerate(items):
         data = encode_png(it.image) if isinstance(it.image, np.ndarray) else read_bytes(it.image)
         ext = ".png" if isinstance(it.image, np.ndarray) else (Path(it.name).suffix.lower() or ".jpg")
         fname = f"{it.key}{ext}"
-        files.append(("file", (fname, data, mimetypes.guess_type(fname)[0] or "application/octet-stream")))
+        files.append((f"file{i}", (fname, data, mimetypes.guess_type(fname)[0] or "application/octet-stream")))  # one file per form field: Label Studio keeps the last file of a repeated field
     with remote_errors(_url(client), "uploading images"):
         resp = _http(client, "POST", f"/api/projects/{project_id}/import", params={"commit_to_project": "false"}, files=files)
         ids = resp.get("file_upload_ids") or []

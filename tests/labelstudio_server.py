@@ -51,6 +51,7 @@ class LabelStudioServer:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    started_at: float = 0.0
 
     @property
     def url(self) -> str:
@@ -69,17 +70,32 @@ class LabelStudioServer:
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
             "LATEST_VERSION_CHECK": "false",
             "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",  # no error reports leave the machine
+            "FRONTEND_SENTRY_DSN": "",
+            # the ML backend under test listens on 127.0.0.1: Label Studio refuses loopback backends (and the
+            # webhook it adds for them) unless both of these are off; fine for a server bound to 127.0.0.1
+            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 180.0) -> "LabelStudioServer":
+    def start(self, timeout: float = 600.0) -> "LabelStudioServer":
         """Launch the server and wait until /health answers; raises RuntimeError with the log tail if not."""
+        self.launch()
+        return self.wait(timeout)
+
+    def launch(self) -> "LabelStudioServer":
+        """Start the process without waiting (a fresh data dir gets the migrated template database)."""
         exe = label_studio_exe()
         if exe is None:
             raise RuntimeError(f"label-studio is not installed in {venv_path()} (run .ci/setup_label_studio.sh)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        db = self.data_dir / "label_studio.sqlite3"
+        template = venv_path() / "handos-db-template" / "label_studio.sqlite3"
+        if not db.exists() and template.exists():
+            shutil.copyfile(template, db)  # skips minutes of migrations; users and tokens are made at start
         self.log_path = self.data_dir / "server.log"
         log = open(self.log_path, "ab")
         cmd = [str(exe), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port),
@@ -87,6 +103,13 @@ class LabelStudioServer:
         self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                      cwd=str(self.data_dir), start_new_session=True)
         log.close()
+        self.started_at = time.monotonic()
+        return self
+
+    def wait(self, timeout: float = 600.0) -> "LabelStudioServer":
+        """Wait until /health answers (RuntimeError with the log tail if the process dies or time runs out)."""
+        if self.proc is None:
+            raise RuntimeError("label-studio was not launched")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -134,3 +157,54 @@ class LabelStudioServer:
         """Stop and remove the data dir."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def ensure_installed(timeout: float = 1200.0) -> str | None:
+    """Install the server venv with .ci/setup_label_studio.sh if absent; None when ready, else why not."""
+    if label_studio_exe() is not None:
+        return None
+    script = REPO / ".ci" / "setup_label_studio.sh"
+    try:
+        out = subprocess.run(["bash", str(script), str(venv_path())], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"could not run {script.name}: {err}"
+    if out.returncode != 0 or label_studio_exe() is None:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"label-studio could not be installed into {venv_path()} ({tail[0][:200]})"
+    return None
+
+
+try:
+    import pytest
+except ImportError:  # used outside pytest
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def label_studio_boot(tmp_path_factory):
+        """A Label Studio process launched (not yet waited for), so slow fixtures can overlap its boot."""
+        why = ensure_installed()
+        if why:
+            pytest.skip(why)
+        base = tmp_path_factory.mktemp("labelstudio")
+        local_root = base / "local-files"
+        local_root.mkdir()
+        server = LabelStudioServer(base / "data", extra_env={
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(local_root),
+        })
+        server.local_root = local_root  # type: ignore[attr-defined]
+        server.launch()
+        yield server
+        server.cleanup()
+
+    @pytest.fixture(scope="session")
+    def label_studio(label_studio_boot):
+        """A running Label Studio (127.0.0.1, free port, temp data dir, token made non-interactively), once per session.
+
+        Local-files serving is on, rooted at `server.local_root`. Skipped, with the reason, only when the
+        server cannot be installed.
+        """
+        label_studio_boot.wait(timeout=float(os.environ.get("HANDOS_LS_START_TIMEOUT", "600")))
+        return label_studio_boot
