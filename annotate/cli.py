@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="images, folders, manifests, or prediction JSONL files / shard folders")
     p.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL"),
                    help="Label Studio base URL, e.g. http://localhost:8080 (default $LABEL_STUDIO_URL)")
-    p.add_argument("--project", required=True, help="project title (3+ characters) or numeric id")
+    p.add_argument("--project", default=None, help="project title (3+ characters) or numeric id")
     p.add_argument("--create", action="store_true", help="create the project with the hands labeling config if absent")
     p.add_argument("--batch-size", type=int, default=50, help="tasks per import request")
     p.add_argument("--local-files", action="store_true",
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
     p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (design 3.2)")
     p.add_argument("--raw-out", default=None, help="with --export: also keep Label Studio's raw JSON export")
+    p.add_argument("--from-file", metavar="LS_EXPORT.json", default=None,
+                   help="with --export: convert a JSON export downloaded from Label Studio (no server needed)")
     p.add_argument("--include-predictions", action="store_true",
                    help="with --export: use the model's prediction for tasks nobody has annotated yet")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -147,11 +149,21 @@ def default_state(ls_url: str, project: str) -> Path:
     return Path(".handos-label") / f"{slug(netloc)}-{slug(str(project))}"
 
 
-def run_export(args: argparse.Namespace, client, project_id: int) -> int:
-    """--export: the project's labels -> COCO-style training file (+ eval annotations, + raw export)."""
-    from annotate import convert, push
+def read_export(path: str) -> list[dict]:
+    """A Label Studio JSON export file (a list of tasks)."""
+    try:
+        tasks = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read Label Studio export {path}: {err}") from None
+    if not isinstance(tasks, list):
+        raise InputError(f"{path} is not a Label Studio JSON export (expected a list of tasks; export as JSON, not JSON_MIN)")
+    return tasks
 
-    tasks = push.export_tasks(client, project_id)
+
+def run_export(args: argparse.Namespace, tasks: list[dict]) -> int:
+    """--export: exported tasks -> COCO-style training file (+ eval annotations, + raw export)."""
+    from annotate import convert
+
     coco = convert.export_to_coco(tasks, use_predictions=args.include_predictions)
     write_json(args.export, coco)
     if args.eval_out:
@@ -182,12 +194,17 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     api_key = os.environ.get("LABEL_STUDIO_API_KEY")
+    if args.export and args.from_file:
+        return run_export(args, read_export(args.from_file))
+    if not args.project:
+        raise InputError("--project NAME is required (a title of 3+ characters, or a numeric id)")
     url = push.normalize_url(args.ls_url or "")
     if args.export:
         if args.inputs:
             raise InputError("--export takes no INPUT; it reads the project")
         client = push.connect(url, api_key)
-        return run_export(args, client, push.find_or_create_project(client, args.project, create=False))
+        project_id = push.find_or_create_project(client, args.project, create=False)
+        return run_export(args, push.export_tasks(client, project_id))
     if not args.inputs:
         raise InputError("give images, folders or prediction files to push (or --export OUT.json)")
     if args.batch_size < 1:

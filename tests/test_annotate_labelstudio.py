@@ -271,6 +271,10 @@ def test_export_round_trip_to_training_file(label_studio, client, hand_records, 
     # the exported annotation keeps each joint tied to its box
     ann_results = [r for t in raw for a in t.get("annotations", []) for r in a["result"] if r["type"] == "keypointlabels"]
     assert ann_results and all(r.get("parentID") == r["id"].split("k")[0] for r in ann_results)
+    # the same conversion from a downloaded export file, without the server
+    out = run_cli(["--export", str(tmp_path / "train2.json"), "--from-file", str(tmp_path / "raw.json")], {})
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "train2.json").read_text()) == coco
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert len(ev["images"]) == 2 and all(h["handedness"] in ("left", "right") for i in ev["images"] for h in i["hands"])
 
