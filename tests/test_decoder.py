@@ -150,6 +150,9 @@ def test_save_load_roundtrip(decoder, batch, hand_model, tmp_path):
     save_decoder(decoder, tmp_path)
     dec2 = load_decoder(tmp_path, hand_model=hand_model)
     assert torch.allclose(decoder(batch).vertices, dec2(batch).vertices)
+    dec3 = load_decoder(tmp_path / "decoder.safetensors")  # self-contained: mesh buffers come from the file
+    assert torch.allclose(decoder(batch).vertices, dec3(batch).vertices)
+    assert (dec3.faces_for(True) == decoder.faces_for(True)).all()
     from handos.errors import ModelError
 
     with pytest.raises(ModelError):

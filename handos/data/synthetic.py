@@ -21,7 +21,7 @@ from handos.model.geometry import project
 class SynthConfig:
     """Ranges of the generator."""
 
-    fov_deg: tuple[float, float] = (35.0, 85.0)  # field of view across the longer image side
+    fov_deg: tuple[float, float] = (18.0, 90.0)  # field of view across the longer image side
     image_long_side: tuple[float, float] = (256.0, 1920.0)
     hand_fraction: tuple[float, float] = (0.12, 0.9)  # wrist->middle-tip length / shorter image side
     shape_std: float = 1.0

@@ -111,6 +111,9 @@ def decoder_inputs_from_foundation(fout, cameras: torch.Tensor) -> DecoderInput:
         roi=None if roi is None else torch.as_tensor(roi, dtype=torch.float32, device=j2d.device))
 
 
+# buffers that describe the mesh (from the hand model at training time; saved with the weights)
+MESH_BUFFERS = ("template", "coarse_idx", "coarse_skin", "coarse_blend", "upsample", "joint_regressor",
+                "faces_right", "faces_left")
 PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
 
 
@@ -147,15 +150,20 @@ def hierarchical_mask(n_joints: int, n_verts: int) -> torch.Tensor:
 class HandOSDecoder(nn.Module):
     """Interactive 2D-3D decoder: foundation evidence -> refined 2D joints, mesh, camera translation."""
 
-    def __init__(self, config: DecoderConfig | None = None, hand_model: nn.Module | None = None):
+    def __init__(self, config: DecoderConfig | None = None, hand_model: nn.Module | None = None,
+                 mesh_state: dict[str, torch.Tensor] | None = None):
         super().__init__()
         cfg = self.config = config or DecoderConfig()
         d = cfg.d_model
-        if hand_model is None:
-            from handos.hand import HandModel
+        if mesh_state is not None:  # weights are self-contained: the mesh they were trained on
+            for name in MESH_BUFFERS:
+                self.register_buffer(name, mesh_state[name].clone())
+        else:
+            if hand_model is None:
+                from handos.hand import HandModel
 
-            hand_model = HandModel()
-        self._init_mesh_buffers(hand_model, cfg)
+                hand_model = HandModel()
+            self._init_mesh_buffers(hand_model, cfg)
         n_c = self.coarse_idx.shape[0]
         n_ev = 4 + (3 if cfg.use_world else 0)
         self.evidence = mlp(n_ev, d, d)  # per joint: u, v, z, conf (+ world xyz)
@@ -297,9 +305,14 @@ def load_decoder(path: str | Path | None = None, device: str | torch.device = "c
         raise ModelError(f"decoder weights not found at {path} (+ {cfg_path.name}); train them with "
                          "`python -m handos train` or pass the folder that holds them")
     cfg = DecoderConfig.from_dict(json.loads(cfg_path.read_text()))
-    model = HandOSDecoder(cfg, hand_model)
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    has_mesh = all(k in state for k in MESH_BUFFERS)
+    try:
+        model = HandOSDecoder(cfg, hand_model, mesh_state=state if has_mesh and hand_model is None else None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ModelError(f"decoder weights at {path} do not fit this code or hand model ({str(err).splitlines()[0]}); "
+                         "re-train them") from None
     if missing or unexpected:
         raise ModelError(f"decoder weights at {path} do not match the code (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}); re-train or update handos")

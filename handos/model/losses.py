@@ -23,8 +23,8 @@ class LossWeights:
     normal: float = 0.2
     edge: float = 1.0
     reproj: float = 5.0
-    joint_2d: float = 5.0
-    oks: float = 0.5
+    joint_2d: float = 20.0
+    oks: float = 1.0
     score: float = 0.1
     camera: float = 1.0
 

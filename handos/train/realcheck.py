@@ -63,6 +63,7 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
     by_file: dict[str, list[int]] = {}
     for i, r in enumerate(recs):
         by_file.setdefault(r["file"], []).append(i)
+    bias: list[float] = []
     pa, pa_mp, rr, rr_mp, depth, hand_ok, pck05, pck05_mp, err2d = [], [], [], [], [], [], [], [], []
     n_gt = n_joints = 0
     for im in ann["images"]:
@@ -83,6 +84,7 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
             rr.append(float(((p3 - p3[:, :1]) - (g3 - g3[:, :1])).norm(dim=-1).mean()) * 1000)
             rr_mp.append(float(((mpw - mpw[:, :1]) - (g3 - g3[:, :1])).norm(dim=-1).mean()) * 1000)
             depth.append(abs(float(p3[0, 0, 2] - g3[0, 0, 2])) * 1000)
+            bias.append(float(p3[0, 0, 2] - g3[0, 0, 2]) * 1000)
             hand_ok.append(bool(out.is_left[i]) == (gts[gi]["handedness"] == "left"))
             d = np.linalg.norm(out.joints_2d[i].numpy() - g2, axis=-1)
             d_mp = np.linalg.norm(inp.joints_2d[i].numpy() - g2, axis=-1)
@@ -91,7 +93,7 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
             err2d.append(float(d.mean()))
     m = lambda a: float(np.mean(a)) if a else float("nan")  # noqa: E731
     return {"gt_hands": n_gt, "matched": len(pa), "pa_mpjpe_mm": m(pa), "mpjpe_rr_mm": m(rr),
-            "root_depth_err_mm": m(depth), "root_depth_err_median_mm": float(np.median(depth)) if depth else float("nan"),
+            "root_depth_err_mm": m(depth), "root_depth_bias_mm": m(bias), "root_depth_err_median_mm": float(np.median(depth)) if depth else float("nan"),
             "handedness_acc": m(hand_ok), "pck2d@0.05": sum(pck05) / max(n_joints, 1),
             "mean_err_2d_px": m(err2d),
             "mediapipe": {"pa_mpjpe_mm": m(pa_mp), "mpjpe_rr_mm": m(rr_mp), "pck2d@0.05": sum(pck05_mp) / max(n_joints, 1)}}
