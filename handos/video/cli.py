@@ -15,7 +15,7 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
                      max_hands: int = 2, max_seconds: float | None = DEFAULT_MAX_SECONDS, limit: int | None = None,
                      keyframes_dir: str | None = None, keyframe_every_s: float = 1.0, camera: dict | None = None,
                      include_vertices: bool = False, model=None, device: str = "auto", weights: str | None = None,
-                     progress: bool = True, fps: float | None = None, resume: bool = False):
+                     progress: bool = True, fps: float | None = None, resume: bool = False, video_mesh: bool = False):
     """Run one clip end to end (loads the model unless given); prints warnings and a one-line summary to stderr."""
     from handos.video.clip import process_clip
 
@@ -30,7 +30,8 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
         summary = process_clip(model, path, out_jsonl=out, out_video=video_out, smooth=smooth, max_hands=max_hands,
                                max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
                                include_vertices=include_vertices, keyframes_dir=keyframes_dir,
-                               keyframe_every_s=keyframe_every_s, fps=fps, resume=resume)
+                               keyframe_every_s=keyframe_every_s, fps=fps, resume=resume,
+                               video_mesh=video_mesh)
     for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
         print(f"handos predict: warning: {msg}", file=sys.stderr)
     if progress:
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip", help="video file (.mp4 .mov .avi .mkv .webm ...)")
     p.add_argument("--out", help="per-frame predictions (JSONL, schema handos.prediction/1 + track_id), written as it goes")
     p.add_argument("--video-out", dest="video_out", help="annotated H.264 .mp4 that browsers play")
+    p.add_argument("--video-mesh", dest="video_mesh", action="store_true", help="draw the meshes into --video-out (slower)")
     p.add_argument("--no-smooth", dest="smooth", action="store_false", help="turn temporal smoothing off")
     p.add_argument("--max-hands", type=int, default=2)
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         max_seconds=args.max_seconds if args.max_seconds and args.max_seconds > 0 else None, limit=args.limit,
         keyframes_dir=args.keyframes_dir, keyframe_every_s=args.keyframe_every_s, camera=parse_camera(args),
         include_vertices=args.include_vertices, device=args.device, weights=args.weights,
-        progress=not args.quiet, fps=args.fps, resume=args.resume)
+        progress=not args.quiet, fps=args.fps, resume=args.resume,
+        video_mesh=args.video_mesh)
     print(json.dumps(summary.to_dict(), indent=1))
     return 0
 

@@ -204,28 +204,35 @@ def _draw_skeleton(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
     return img
 
 
-def draw_overlay(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
-    """Frame with boxes, skeletons and `#track L/R` labels (handos.render.overlay.draw_hands when present)."""
+def draw_overlay(rgb: np.ndarray, hands: list[Hand], mesh_faces=None, K: np.ndarray | None = None) -> np.ndarray:
+    """Frame with boxes, skeletons (and meshes if `mesh_faces`) via handos.render.overlay, labelled `#track side score`."""
     import cv2
 
     fn = _draw_hands_fn()
     img = None
     if fn is not None:
         try:
-            img = np.ascontiguousarray(fn(rgb, hands))
+            img = np.ascontiguousarray(fn(rgb, hands, show_labels=False, mesh_faces=mesh_faces, K=K))
         except (TypeError, ValueError, AttributeError):
             img = None
         if img is not None and (img.shape != rgb.shape or img.dtype != np.uint8):
             img = None
     if img is None:
         img = _draw_skeleton(rgb, hands)
-    for h in hands:  # track labels: always, so ids can be checked by eye
-        x1, y1 = np.round(np.asarray(h.bbox_xyxy)[:2]).astype(int)
+    scale = 0.45 * max(1.0, min(img.shape[:2]) / 480)
+    thick = max(1, int(round(min(img.shape[:2]) / 480)))
+    for h in hands:  # track labels, so ids can be checked by eye
+        box = np.asarray(h.bbox_xyxy, np.float64)
+        if not np.all(np.isfinite(box)):
+            continue
         tid = "?" if h.track_id is None else str(h.track_id)
-        label = f"#{tid} {h.handedness[0].upper()}"
-        org = (int(max(x1, 0)), int(max(y1 - 6, 14)))
-        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        text = f"#{tid} {h.handedness[:1].upper()} {float(h.score):.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        x = int(np.clip(box[0], 0, max(0, img.shape[1] - tw - 4)))
+        y = int(np.clip(box[1], th + base + 4, img.shape[0] - 1))
+        color = (255, 150, 40) if h.handedness == "right" else (40, 200, 255)
+        cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), color, -1)
+        cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return img
 
 
@@ -250,11 +257,12 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                  keyframes_dir: str | os.PathLike | None = None, keyframe_every_s: float = 1.0,
                  fps: float | None = None, tracker_config: TrackerConfig | None = None,
                  smoothing: OneEuroConfig | None = None, on_frame: Callable[[dict[str, Any]], None] | None = None,
-                 resume: bool = False) -> ClipSummary:
+                 resume: bool = False, video_mesh: bool = False) -> ClipSummary:
     """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes.
 
     With `resume`, an existing `out_jsonl` of this clip is continued after its last complete frame (track ids
     carry on); the annotated video and keyframes then cover the resumed part only.
+    `video_mesh` draws the meshes into the annotated video too (slower: one rasterisation per frame).
     """
     path = os.fspath(path)
     if max_hands < 1:
@@ -311,7 +319,8 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                     jsonl.write(json.dumps(rec, separators=(",", ":")) + "\n")
                     jsonl.flush()
                 if writer is not None:
-                    writer.write(draw_overlay(fr.rgb, hands), fr.time_s)
+                    faces = getattr(model, "faces_for", None) if video_mesh else None
+                    writer.write(draw_overlay(fr.rgb, hands, faces, cam.matrix()), fr.time_s)
                 if on_frame is not None:
                     on_frame(rec)
                 if keyframes is not None and keyframes(rec):
