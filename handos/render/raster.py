@@ -49,7 +49,7 @@ def rasterize_fragments(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.T
     """Rasterize a triangle mesh given in the camera frame (x right, y down, z forward) into H x W."""
     verts, faces, K = _as_tensors(verts_cam, faces, K)
     dev = verts.device
-    work = verts.double() if verts.device.type == "cpu" else verts
+    work = verts.float() if verts.dtype in (torch.float16, torch.bfloat16) else verts
     h, w = int(height), int(width)
     uv = project(work, K.to(work))  # (V, 2)
     tri = uv[faces]  # (F, 3, 2)
