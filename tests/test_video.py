@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import warnings
 
@@ -463,3 +464,48 @@ def test_predict_clip_cli_prints_a_summary_line(two_blob_clip, tmp_path, capsys)
     s = predict_clip_cli(str(two_blob_clip[0]), out=str(tmp_path / "p.jsonl"), model=BlobModel(), limit=5)
     err = capsys.readouterr().err
     assert s.frames == 5 and "5 frames, 5 with hands, 2 track(s)" in err and str(tmp_path / "p.jsonl") in err
+
+
+@pytest.fixture(scope="module")
+def small_clip_bytes(tmp_path_factory):
+    """A valid 12-frame H.264 mp4 and a 12-frame MJPEG avi, as bytes."""
+    d = tmp_path_factory.mktemp("fuzz")
+    mp4 = write_clip(d / "s.mp4", [blob_frame({"right": (20 + 8 * i, 60.0)}) for i in range(12)])
+    avi = d / "s.avi"
+    with av.open(str(avi), "w") as c:
+        s = c.add_stream("mjpeg", rate=10)
+        s.width, s.height, s.pix_fmt = W, H, "yuvj420p"
+        for i in range(12):
+            for pk in s.encode(av.VideoFrame.from_ndarray(blob_frame({"left": (20 + 8 * i, 60)}), format="rgb24")):
+                c.mux(pk)
+        for pk in s.encode(None):
+            c.mux(pk)
+    return {".mp4": mp4.read_bytes(), ".avi": avi.read_bytes()}
+
+
+def test_reader_never_crashes_on_damaged_clips(small_clip_bytes, tmp_path):
+    """Truncated or byte-corrupted clips: frames come out, or one InputError; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=int(os.environ.get("HANDOS_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck))
+    @given(ext=st.sampled_from([".mp4", ".avi"]), cut=st.floats(0.0, 1.0),
+           flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=20))
+    def check(ext, cut, flips):
+        data = bytearray(small_clip_bytes[ext])
+        for pos, val in flips:
+            data[int(pos * (len(data) - 1))] = val
+        data = bytes(data[: max(1, int(cut * len(data)))]) if cut < 1.0 else bytes(data)
+        p = tmp_path / f"f{ext}"
+        p.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                frames = list(ClipReader(p))
+            except InputError as err:
+                assert "\n" not in str(err)
+                return
+        assert 1 <= len(frames) <= 12 and all(f.rgb.shape == (H, W, 3) for f in frames)
+        assert all(b.time_s > a.time_s for a, b in zip(frames, frames[1:]))
+
+    check()

@@ -114,6 +114,9 @@ def _probe_open(container, path: str, max_seconds: float | None, fps: float | No
     """probe() on an open container."""
     stream = _video_stream(container, path)
     ctx = stream.codec_context
+    if ctx is None:
+        raise InputError(f"{path}: the video stream's codec is unknown or the header is damaged; "
+                         "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
     width, height = int(ctx.width or 0), int(ctx.height or 0)
     if width and height and width * height > MAX_FRAME_PIXELS:
         raise InputError(f"{path}: frames are {width}x{height}, above the {MAX_FRAME_PIXELS // 1_000_000} MP limit; downscale the clip")
