@@ -509,3 +509,24 @@ def test_reader_never_crashes_on_damaged_clips(small_clip_bytes, tmp_path):
         assert all(b.time_s > a.time_s for a, b in zip(frames, frames[1:]))
 
     check()
+
+
+def test_reader_applies_display_rotation(tmp_path):
+    """A phone clip stored landscape with a -90 degree display matrix comes out portrait, turned clockwise."""
+    p = tmp_path / "rot.mp4"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(-90)
+        for _ in range(3):
+            img = np.zeros((32, 64, 3), np.uint8)
+            img[:8, :8] = 255  # a marker in the stored frame's top-left corner
+            for pk in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pk)
+        for pk in s.encode(None):
+            c.mux(pk)
+    r = ClipReader(p)
+    rgb = next(iter(r)).rgb
+    assert rgb.shape == (64, 32, 3) and (r.info.width, r.info.height, r.info.rotation) == (32, 64, 270)
+    ys, xs = np.nonzero(rgb[..., 0] > 128)
+    assert ys.mean() < 8 and xs.mean() > 24  # clockwise: top-left -> top-right

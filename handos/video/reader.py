@@ -195,6 +195,8 @@ class ClipReader:
             index = 0
             broken_run = 0
             last_t = -math.inf
+            first_size: tuple[int, int] | None = None
+            resized = False
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
@@ -234,9 +236,18 @@ class ClipReader:
                         self.stats.broken += 1
                         continue
                     rgb, rot = _rotate(rgb, getattr(vf, "rotation", 0))
-                    if rot != self.info.rotation:
+                    if first_size is None:
+                        first_size = rgb.shape[:2]
                         self.info.rotation = rot
-                        self.info.height, self.info.width = rgb.shape[:2]
+                        self.info.height, self.info.width = first_size
+                    elif rgb.shape[:2] != first_size:  # the stream changed size mid-clip: keep one size
+                        import cv2
+
+                        if not resized:
+                            warnings.warn(f"{path}: frame size changes mid-clip ({rgb.shape[1]}x{rgb.shape[0]}); "
+                                          f"frames are resized to {first_size[1]}x{first_size[0]}", stacklevel=2)
+                        resized = True
+                        rgb = cv2.resize(rgb, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                     self.stats.decoded += 1
                     yield Frame(index=index, time_s=t, rgb=rgb)
                     index += 1
