@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import scipy.sparse as sp
 
 
 def catmull_clark(quads: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,22 +24,28 @@ def catmull_clark(quads: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.
     edge_faces = np.repeat(np.arange(nf), 4)[order].reshape(ne, 2)
 
     rows_f = np.repeat(np.arange(nf), 4)
-    fmat = sp.csr_matrix((np.full(4 * nf, 0.25), (rows_f, quads.reshape(-1))), shape=(nf, nv))
-    mids = sp.csr_matrix((np.full(2 * ne, 0.5), (np.repeat(np.arange(ne), 2), edges.reshape(-1))), shape=(ne, nv))
-    ef = sp.csr_matrix((np.full(2 * ne, 0.5), (np.repeat(np.arange(ne), 2), edge_faces.reshape(-1))), shape=(ne, nf))
+    fmat = _dense((rows_f, quads.reshape(-1)), 0.25, (nf, nv))  # face points
+    mids = _dense((np.repeat(np.arange(ne), 2), edges.reshape(-1)), 0.5, (ne, nv))  # edge midpoints
+    ef = _dense((np.repeat(np.arange(ne), 2), edge_faces.reshape(-1)), 0.5, (ne, nf))
     emat = 0.5 * mids + 0.5 * (ef @ fmat)  # (v0 + v1 + f0 + f1) / 4
 
-    vf = sp.csr_matrix((np.ones(4 * nf), (quads.reshape(-1), rows_f)), shape=(nv, nf))  # vertex-face incidence
-    ve = sp.csr_matrix((np.ones(2 * ne), (edges.reshape(-1), np.repeat(np.arange(ne), 2))), shape=(nv, ne))
-    n = np.asarray(ve.sum(1)).reshape(-1)  # valence
-    inv_n = sp.diags(1.0 / n)
-    vmat = inv_n @ (inv_n @ (vf @ fmat) + 2.0 * inv_n @ (ve @ mids)) + sp.diags((n - 3.0) / n)
+    vf = _dense((quads.reshape(-1), rows_f), 1.0, (nv, nf))  # vertex-face incidence
+    ve = _dense((edges.reshape(-1), np.repeat(np.arange(ne), 2)), 1.0, (nv, ne))  # vertex-edge incidence
+    n = ve.sum(1)[:, None]  # valence
+    vmat = ((vf @ fmat) / n + 2.0 * (ve @ mids) / n) / n + np.diag((n[:, 0] - 3.0) / n[:, 0])
 
-    smat = sp.vstack([vmat, emat, fmat]).toarray()  # (V + E + F, V)
+    smat = np.concatenate([vmat, emat, fmat], axis=0)  # (V + E + F, V)
     e = nv + side_edge  # (F, 4) edge point ids: side i joins corner i and i+1
     f = nv + ne + np.arange(nf)
     new = [np.stack([quads[:, i], e[:, i], f, e[:, (i - 1) % 4]], axis=1) for i in range(4)]
     return smat, np.stack(new, axis=1).reshape(-1, 4)
+
+
+def _dense(index: tuple[np.ndarray, np.ndarray], value: float, shape: tuple[int, int]) -> np.ndarray:
+    """A dense matrix with `value` accumulated at each (row, col) of `index`."""
+    out = np.zeros(shape)
+    np.add.at(out, index, value)
+    return out
 
 
 def orient_consistently(faces: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from handos.hand.skeleton import NUM_JOINTS, PARENTS, TIPS
 from handos.hand.subdivision import catmull_clark, orient_consistently, triangulate
@@ -335,6 +334,31 @@ class Template:
     frames: np.ndarray  # (21, 3, 3) per-joint anatomical frame columns [flexion, abduction, twist]
 
 
+def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 0) -> np.ndarray:
+    """Non-negative least squares min |a x - b|, x >= 0 (Lawson-Hanson active set; small problems)."""
+    m, n = a.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    for _ in range(max_iter or 3 * n):
+        grad = a.T @ (b - a @ x)
+        cand = ~passive & (grad > 1e-12)
+        if not cand.any():
+            break
+        passive[np.argmax(np.where(cand, grad, -np.inf))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if np.all(z[passive] > 0):
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-12
+            x[~passive] = 0.0
+    return x
+
+
 def effective_weights(weights: np.ndarray) -> np.ndarray:
     """(V, 21) weights with each tip column added to its parent (a tip moves with its parent)."""
     w = weights.copy()
@@ -350,13 +374,15 @@ def _support(weights: np.ndarray, k: int, tol: float = 0.1) -> np.ndarray:
     return effective_weights(weights)[:, allowed].sum(1) > 1.0 - tol
 
 
-def fit_regressor(verts: np.ndarray, weights: np.ndarray, target: np.ndarray, radius: np.ndarray) -> np.ndarray:
+def fit_regressor(verts: np.ndarray, weights: np.ndarray, target: np.ndarray, radius: np.ndarray,
+                  max_support: int = 40) -> np.ndarray:
     """(21, V) convex joint regressor: joint k = nonneg weights on nearby vertices that summing to 1,
     reproduce the target and keep the joint-weighted centroid there too (so LBS keeps it exact)."""
     reg = np.zeros((NUM_JOINTS, len(verts)))
     for k in range(NUM_JOINTS):
         ok = _support(weights, k) & (np.linalg.norm(verts - target[k], axis=1) < radius[k])
         idx = np.nonzero(ok)[0]
+        idx = idx[np.argsort(np.linalg.norm(verts[idx] - target[k], axis=1), kind="stable")[:max_support]]
         if len(idx) < 4:
             raise RuntimeError(f"too few support vertices for joint {k}")
         v = verts[idx] - target[k]  # (n, 3)
@@ -365,7 +391,7 @@ def fit_regressor(verts: np.ndarray, weights: np.ndarray, target: np.ndarray, ra
         big, lam = 100.0, 0.02
         a = np.concatenate([big * np.ones((1, n)), big * v.T / 0.01, big * (wk * v).T / 0.01, lam * np.eye(n)])
         bvec = np.concatenate([[big], np.zeros(6), lam * np.full(n, 1.0 / n)])
-        x, _ = nnls(a, bvec, maxiter=50 * n)
+        x = nnls(a, bvec)
         reg[k, idx] = x / x.sum()
     return reg
 
