@@ -9,8 +9,9 @@ import plotly.graph_objects as go
 from demo.colors import MESH_COLORS, css, finger_colors, joint_colors
 from handos.io.schema import Hand
 
+MIN_SPAN_M = 0.15  # each axis shows at least this much, so one flat hand still reads as 3D
 # Looking from just behind and above the camera, so the hands appear as in the image but in depth.
-DEFAULT_CAMERA = dict(up=dict(x=0, y=-1, z=0), eye=dict(x=-0.7, y=-0.9, z=-2.0), center=dict(x=0, y=0, z=0))
+DEFAULT_CAMERA = dict(up=dict(x=0, y=-1, z=0), eye=dict(x=-0.5, y=-0.5, z=-2.0), center=dict(x=0, y=0, z=0))
 
 
 def finger_chains() -> list[list[int]]:
@@ -49,6 +50,21 @@ def hand_traces(hand: Hand, faces: np.ndarray | None, name: str) -> list[go.Base
     return traces
 
 
+def scene_ranges(hands: Sequence[Hand], min_span: float = MIN_SPAN_M) -> list[list[float]] | None:
+    """[x, y, z] axis ranges holding every joint and vertex with a margin, each at least `min_span` wide."""
+    pts = [np.asarray(h.joints_3d, np.float64).reshape(-1, 3) for h in hands]
+    pts += [np.asarray(h.vertices, np.float64).reshape(-1, 3) for h in hands if h.vertices is not None]
+    if not pts:
+        return None
+    p = np.concatenate(pts)
+    p = p[np.isfinite(p).all(1)]
+    if not len(p):
+        return None
+    lo, hi = p.min(0), p.max(0)
+    centre, span = (lo + hi) / 2, np.maximum((hi - lo) * 1.1, min_span)
+    return [[float(c - s / 2), float(c + s / 2)] for c, s in zip(centre, span)]
+
+
 def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None) -> go.Figure:
     """All hands in one camera-frame scene: equal axis scale, y down, viewed from the camera."""
     fig = go.Figure()
@@ -56,11 +72,13 @@ def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None) -> 
         faces = faces_for(hand.handedness) if faces_for is not None else None
         for trace in hand_traces(hand, faces, f"#{hand.id} {hand.handedness}"):
             fig.add_trace(trace)
-    axis = lambda label: dict(title=dict(text=label), showbackground=True, backgroundcolor="rgb(245,245,248)",  # noqa: E731
-                              gridcolor="rgb(215,215,220)", zeroline=False)
+    ranges = scene_ranges(hands) or [None, None, None]
+    axis = lambda label, rng: dict(title=dict(text=label), showbackground=True, backgroundcolor="rgb(245,245,248)",  # noqa: E731
+                                   gridcolor="rgb(215,215,220)", zeroline=False, range=rng)
     fig.update_layout(
         scene=dict(
-            xaxis=axis("x (m, right)"), yaxis=axis("y (m, down)"), zaxis=axis("z (m, forward)"),
+            xaxis=axis("x (m, right)", ranges[0]), yaxis=axis("y (m, down)", ranges[1]),
+            zaxis=axis("z (m, forward)", ranges[2]),
             aspectmode="data", camera=DEFAULT_CAMERA, dragmode="orbit",
         ),
         margin=dict(l=0, r=0, t=30 if title else 0, b=0),

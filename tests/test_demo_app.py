@@ -308,6 +308,14 @@ def test_missing_input_and_cuda_messages(client):
         assert "CUDA is not available" in msg
 
 
+def test_upload_size_limit(client, tmp_path):
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as fh:
+        fh.truncate(60 * 1024 * 1024)  # sparse: 60 MiB claimed, nothing written
+    with pytest.raises(Exception, match="maximum file size"):
+        predict(client, big)
+
+
 def test_no_tracebacks_reach_users(demo_server):
     """After the bad-input table, the server log holds no traceback either: every failure was expected."""
     assert "Traceback" not in demo_server.log_text()

@@ -140,3 +140,17 @@ def test_cuda_refused_without_gpu(monkeypatch):
     assert models.resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match="CUDA is not available"):
         models.resolve_device("cuda")
+
+
+def test_scene_ranges_hold_all_points_with_a_minimum_span():
+    hands = [make_hand(0, "right", 0.9), make_hand(1, "left", 0.8)]
+    for h in hands:
+        h.joints_3d[:, 2] = 0.5  # flat in depth
+        h.vertices[:, 2] = 0.5
+    ranges = figures.scene_ranges(hands)
+    pts = np.concatenate([np.concatenate([h.joints_3d, h.vertices]) for h in hands])
+    for axis, (lo, hi) in enumerate(ranges):
+        assert lo < pts[:, axis].min() and hi > pts[:, axis].max()
+        assert hi - lo >= figures.MIN_SPAN_M - 1e-9
+    assert abs(sum(ranges[2]) / 2 - 0.5) < 1e-9  # centred on the data
+    assert figures.scene_ranges([]) is None
