@@ -374,6 +374,7 @@ def test_process_clip_writes_jsonl_video_keyframes(two_blob_clip, tmp_path):
         for h in r["hands"]:
             by_track.setdefault(h["track_id"], set()).add(h["handedness"])
     assert all(len(v) == 1 for v in by_track.values())
+    assert s.handedness_flips == 0 and s.handedness_flips_raw > 4  # the double flips every 7th call
     assert s.detector_frames < s.frames / 2 and s.roi_frames > s.frames / 2  # ROI tracking, not detection every frame
     assert s.jitter_px < s.jitter_raw_px
     assert jitter_px(recs) == pytest.approx(s.jitter_px, rel=0.05)  # rounding in the JSON

@@ -31,7 +31,8 @@ def nv_run(video_model, realdata, tmp_path_factory, artifacts):
                            out_video=artifacts / "video_nvgesture_annotated.mp4", keyframes_dir=out / "kf")
     recs = [json.loads(line) for line in (out / "preds.jsonl").read_text().splitlines()]
     report = {k: summary.to_dict()[k] for k in ("frames", "frames_with_hands", "tracks", "detector_frames",
-                                                  "roi_frames", "jitter_raw_px", "jitter_px", "frames_per_s")}
+                                                  "roi_frames", "jitter_raw_px", "jitter_px", "handedness_flips_raw",
+                                                  "handedness_flips", "frames_per_s")}
     (artifacts / "video_nvgesture_report.json").write_text(json.dumps(report, indent=1))
     print("\nNVGesture clip:", json.dumps(report))
     return summary, recs, out
@@ -87,7 +88,7 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     from handos.video.synthetic import synthetic_clip, tracking_errors
     from handos.video.writer import VideoWriter
 
-    clip = synthetic_clip(16, hands=1)
+    clip = synthetic_clip(16, hands=1, cycles=0.5)
     src = tmp_path / "synthetic.mp4"
     with VideoWriter(src, fps=clip.fps) as w:
         for f in clip.frames:
@@ -99,6 +100,7 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     size = float(np.ptp(clip.keypoints_2d[..., 1], axis=-1).mean())  # hand height in px
     report = dict(err, hand_height_px=size, detector_frames=summary.detector_frames, roi_frames=summary.roi_frames,
                   jitter_raw_px=summary.jitter_raw_px, jitter_px=summary.jitter_px,
+                  handedness_flips_raw=summary.handedness_flips_raw, handedness_flips=summary.handedness_flips,
                   handedness=sorted({h["handedness"] for r in recs for h in r["hands"]}), truth=clip.handedness)
     (artifacts / "video_synthetic_report.json").write_text(json.dumps(report, indent=1))
     print("\nsynthetic clip:", json.dumps(report))

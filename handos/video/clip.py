@@ -42,6 +42,8 @@ class ClipSummary:
     smoothed: bool = True
     jitter_raw_px: float = math.nan  # mean 2D keypoint acceleration before smoothing (px / frame^2)
     jitter_px: float = math.nan  # the same on the written (smoothed) keypoints
+    handedness_flips_raw: int = 0  # per-frame label changes within tracks, as the model gave them
+    handedness_flips: int = 0  # the same after the per-track vote (what is written)
     elapsed_s: float = 0.0
     frames_per_s: float = 0.0  # processing throughput (decode + model + writing)
     model_frames_per_s: float = 0.0  # model only
@@ -290,6 +292,7 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
         writer = None
         version = str(getattr(model, "version", "unknown"))
         track_ids: set[int] = set()
+        last_label: dict[int, tuple[str, str]] = {}  # track -> (raw label, voted label) on its latest frame
         t_start = time.perf_counter()
         try:
             if out_jsonl is not None:
@@ -331,6 +334,15 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                 summary.frames_with_hands += int(bool(hands))
                 summary.seconds = fr.time_s + 1.0 / info.fps
                 track_ids.update(x.track_id for x in hands if x.track_id is not None)
+                for x in hands:
+                    if x.track_id is None:
+                        continue
+                    labels = (x.extras.get("handedness_raw", (x.handedness,))[0], x.handedness)
+                    prev = last_label.get(x.track_id)
+                    if prev is not None:
+                        summary.handedness_flips_raw += int(prev[0] != labels[0])
+                        summary.handedness_flips += int(prev[1] != labels[1])
+                    last_label[x.track_id] = labels
                 tick(summary.frames)
         finally:
             close_bar()

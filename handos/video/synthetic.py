@@ -45,8 +45,8 @@ PLACEMENTS = (
 
 
 def synthetic_clip(n_frames: int = 24, hands: int = 1, width: int = 640, height: int = 480, fps: float = 30.0,
-                   seed: int = 0, amplitude_m: float = 0.04) -> SyntheticClip:
-    """Render `hands` (1 or 2) hand-model hands moving smoothly (x/y/z ellipse + a slow roll) over `n_frames`."""
+                   seed: int = 0, amplitude_m: float = 0.04, cycles: float = 1.0) -> SyntheticClip:
+    """Render `hands` (1 or 2) hand-model hands moving smoothly (x/y/z ellipse + a roll), `cycles` loops in the clip."""
     import cv2
     import torch
 
@@ -69,7 +69,7 @@ def synthetic_clip(n_frames: int = 24, hands: int = 1, width: int = 640, height:
             rest.append((out.vertices[0], out.joints[0], hm.faces_for(left).numpy()))
     frames, j3, k2 = [], [], []
     for t in range(n_frames):
-        phase = 2 * math.pi * t / max(n_frames, 2)
+        phase = 2 * math.pi * cycles * t / max(n_frames, 2)
         meshes, jt = [], []
         for i, ((left, _, rot0, pos0), (v, j, faces)) in enumerate(zip(placed, rest)):
             pos = np.array(pos0) + amplitude_m * np.array([math.sin(phase), 0.6 * (1 - math.cos(phase)) - 0.3,

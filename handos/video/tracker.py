@@ -37,8 +37,8 @@ class TrackerConfig:
     min_match: float = 0.1  # association needs IoU >= this or keypoint distance <= (1 - this) * match_reach
     match_reach: float = 2.0  # hand sizes: keypoint distance at which the keypoint similarity reaches 0
     duplicate_iou: float = 0.5  # two hands of one frame overlapping more than this are one hand
-    handedness_decay: float = 0.9  # per-frame decay of the handedness vote (memory of ~10 frames)
-    handedness_margin: float = 0.15  # the voted mean must pass 0.5 +- margin to flip a track's label
+    handedness_decay: float = 0.98  # per-frame decay of the handedness vote (memory of ~50 frames)
+    handedness_margin: float = 0.2  # the voted mean must pass 0.5 +- margin to flip a track's label
 
 
 @dataclass
