@@ -36,7 +36,8 @@ PALM_WEIGHTS = WEIGHTS_DIR / "palm_detection_full.safetensors"
 LANDMARK_WEIGHTS = WEIGHTS_DIR / "hand_landmark_full.safetensors"
 GRAPH_FORMAT = "handos.tflite-graph/1"
 
-_NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)  # tflite axis a of a 4D NHWC tensor is torch axis [a] of NCHW
+_NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)
+_CL = torch.channels_last  # tflite axis a of a 4D NHWC tensor is torch axis [a] of NCHW
 
 
 def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -67,10 +68,10 @@ class TFLiteGraph(nn.Module):
         for k, t in params.items():
             self.register_buffer(self._names[k], t.float().contiguous(), persistent=True)
         self._ops = graph["ops"]
-        for op in self._ops:  # reshape per-channel params once, at load
-            if op["op"] == "prelu":
-                name = self._names[op["alpha"]]
-                setattr(self, name, getattr(self, name).reshape(1, -1, 1, 1))
+        for op in self._ops:
+            if op["op"] == "conv":
+                kh, kw = params[op["weight"]].shape[2:]
+                op["pointwise"] = (kh, kw) == (1, 1) and op["groups"] == 1 and op["stride"] == [1, 1] and not any(op["pad"])
         # how many times each value is read, to free activations early
         self._last_use: dict[str, int] = {}
         for i, op in enumerate(self._ops):
@@ -86,72 +87,79 @@ class TFLiteGraph(nn.Module):
             return self._param(name[6:])
         return env[name]
 
+    def run_op(self, op: dict[str, Any], ins: list[torch.Tensor]) -> torch.Tensor:
+        """Run one graph op on its input tensors (4D ones NCHW-shaped, channels-last memory)."""
+        a = ins[0]
+        kind = op["op"]
+        if kind == "conv":
+            pad = op["pad"]
+            w = self._param(op["weight"]).to(a.dtype)
+            b = self._param(op["bias"]).to(a.dtype)
+            if op["pointwise"]:  # 1x1, stride 1, no pad: a GEMM over the NHWC memory (no reorders)
+                y = F.linear(a.permute(0, 2, 3, 1), w.flatten(1), b).permute(0, 3, 1, 2)
+            elif pad[0] == pad[1] and pad[2] == pad[3]:
+                y = F.conv2d(a, w, b, op["stride"], (pad[0], pad[2]), op["dilation"], op["groups"])
+            else:
+                y = F.conv2d(F.pad(a, (pad[2], pad[3], pad[0], pad[1])).contiguous(memory_format=_CL), w, b,
+                             op["stride"], 0, op["dilation"], op["groups"])
+            y = _activation(y, op["activation"])
+        elif kind == "prelu":
+            y = F.prelu(a, self._param(op["alpha"]).to(a.dtype))
+        elif kind == "add":
+            y = _activation(a + ins[1], op["activation"])
+        elif kind == "maxpool":
+            pad = op["pad"]
+            if any(pad):
+                a = F.pad(a, (pad[2], pad[3], pad[0], pad[1]), value=float("-inf"))
+            y = _activation(F.max_pool2d(a, op["kernel"], op["stride"]), op["activation"])
+        elif kind == "pad":
+            p = op["paddings"]  # NHWC [[before, after] x 4]
+            if p[0] != [0, 0]:
+                raise ModelError("PAD on the batch axis is not supported")
+            y = F.pad(a, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
+        elif kind == "resize_bilinear":
+            if op["align_corners"] or not op["half_pixel_centers"]:
+                if op["align_corners"]:
+                    y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=True)
+                else:
+                    raise ModelError("RESIZE_BILINEAR without half_pixel_centers is not supported")
+            else:
+                y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=False)
+        elif kind == "reshape":
+            if a.dim() == 4:
+                a = a.permute(0, 2, 3, 1)  # back to NHWC element order
+            shape = list(op["shape"])
+            shape[0] = a.shape[0]
+            y = a.reshape(shape)
+        elif kind == "concat":
+            axis = op["axis"]
+            if a.dim() == 4:
+                axis = _NHWC_TO_NCHW_AXIS[axis % 4]
+            y = _activation(torch.cat(ins, dim=axis), op["activation"])
+        elif kind == "mean":
+            axes = op["axes"]
+            if a.dim() == 4:
+                axes = [_NHWC_TO_NCHW_AXIS[ax % 4] for ax in axes]
+            y = a.mean(dim=axes, keepdim=op["keep_dims"])
+        elif kind == "fc":
+            w = self._param(op["weight"]).to(a.dtype)
+            b = self._param(op["bias"]).to(a.dtype) if op["bias"] else None
+            y = _activation(F.linear(a.reshape(a.shape[0], -1), w, b), op["activation"])
+        elif kind == "logistic":
+            y = torch.sigmoid(a)
+        else:
+            raise ModelError(f"unsupported graph op {kind}")
+        if y.dim() == 4 and not y.is_contiguous(memory_format=_CL):
+            y = y.contiguous(memory_format=_CL)
+        return y
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, 3, H, W) NCHW -> {output name: tensor, tap name: tensor} (batched over B)."""
         g = self.graph
-        env: dict[str, torch.Tensor] = {g["input"]: x}
+        # NCHW shape, channels-last memory: tflite's own NHWC order, and oneDNN's fast path on CPU
+        env: dict[str, torch.Tensor] = {g["input"]: x.contiguous(memory_format=_CL)}
         for i, op in enumerate(self._ops):
-            ins = [self._value(env, n) for n in op["inputs"]]
-            kind = op["op"]
-            a = ins[0]
-            if kind == "conv":
-                pad = op["pad"]
-                w = self._param(op["weight"]).to(a.dtype)
-                b = self._param(op["bias"]).to(a.dtype)
-                if pad[0] == pad[1] and pad[2] == pad[3]:
-                    y = F.conv2d(a, w, b, op["stride"], (pad[0], pad[2]), op["dilation"], op["groups"])
-                else:
-                    y = F.conv2d(F.pad(a, (pad[2], pad[3], pad[0], pad[1])), w, b, op["stride"], 0,
-                                 op["dilation"], op["groups"])
-                y = _activation(y, op["activation"])
-            elif kind == "prelu":
-                alpha = self._param(op["alpha"]).to(a.dtype)
-                y = torch.where(a >= 0, a, a * alpha)
-            elif kind == "add":
-                y = _activation(a + ins[1], op["activation"])
-            elif kind == "maxpool":
-                pad = op["pad"]
-                if any(pad):
-                    a = F.pad(a, (pad[2], pad[3], pad[0], pad[1]), value=float("-inf"))
-                y = _activation(F.max_pool2d(a, op["kernel"], op["stride"]), op["activation"])
-            elif kind == "pad":
-                p = op["paddings"]  # NHWC [[before, after] x 4]
-                if p[0] != [0, 0]:
-                    raise ModelError("PAD on the batch axis is not supported")
-                y = F.pad(a, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
-            elif kind == "resize_bilinear":
-                if op["align_corners"] or not op["half_pixel_centers"]:
-                    if op["align_corners"]:
-                        y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=True)
-                    else:
-                        raise ModelError("RESIZE_BILINEAR without half_pixel_centers is not supported")
-                else:
-                    y = F.interpolate(a, size=op["size"], mode="bilinear", align_corners=False)
-            elif kind == "reshape":
-                if a.dim() == 4:
-                    a = a.permute(0, 2, 3, 1)  # back to NHWC element order
-                shape = list(op["shape"])
-                shape[0] = a.shape[0]
-                y = a.reshape(shape)
-            elif kind == "concat":
-                axis = op["axis"]
-                if a.dim() == 4:
-                    axis = _NHWC_TO_NCHW_AXIS[axis % 4]
-                y = _activation(torch.cat(ins, dim=axis), op["activation"])
-            elif kind == "mean":
-                axes = op["axes"]
-                if a.dim() == 4:
-                    axes = [_NHWC_TO_NCHW_AXIS[ax % 4] for ax in axes]
-                y = a.mean(dim=axes, keepdim=op["keep_dims"])
-            elif kind == "fc":
-                w = self._param(op["weight"]).to(a.dtype)
-                b = self._param(op["bias"]).to(a.dtype) if op["bias"] else None
-                y = _activation(F.linear(a.reshape(a.shape[0], -1), w, b), op["activation"])
-            elif kind == "logistic":
-                y = torch.sigmoid(a)
-            else:
-                raise ModelError(f"unsupported graph op {kind}")
-            env[op["output"]] = y
+            env[op["output"]] = self.run_op(op, [self._value(env, n) for n in op["inputs"]])
             for n in op["inputs"]:  # free what is no longer needed
                 if self._last_use.get(n) == i and n not in self._keep and n in env:
                     del env[n]
