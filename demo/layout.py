@@ -93,16 +93,16 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
         image_outputs = [state, annotated, plot, table, files, status]
         run_inputs = [image_in, threshold, max_hands, layers, device]
 
-        def show_image_tab():
-            return gr.Tabs(selected="image-out")
+        def show_tab(tab_id: str):
+            return lambda: gr.Tabs(selected=tab_id)
 
         run_image = user_errors(cb.run_image)
-        run_btn.click(run_image, run_inputs, image_outputs, api_name="predict_image",
-                      concurrency_limit=cfg.image_concurrency, concurrency_id="model").then(
-            show_image_tab, None, output_tabs, api_visibility="private", queue=False)
-        # a new upload, snapshot or example runs at once
-        image_in.change(user_errors(cb.run_image_if_any), run_inputs, image_outputs, api_visibility="private",
-                        concurrency_limit=cfg.image_concurrency, concurrency_id="model")
+        run_btn.click(show_tab("image-out"), None, output_tabs, api_visibility="private", queue=False).then(
+            run_image, run_inputs, image_outputs, api_name="predict_image", concurrency_limit=cfg.image_concurrency,
+            concurrency_id="model")
+        image_in.change(show_tab("image-out"), None, output_tabs, api_visibility="private", queue=False).then(
+            user_errors(cb.run_image_if_any), run_inputs, image_outputs, api_visibility="private",
+            concurrency_limit=cfg.image_concurrency, concurrency_id="model")
         for slider in (threshold, max_hands):
             slider.release(user_errors(cb.rerun), [state, threshold, max_hands, layers, device], image_outputs,
                            api_visibility="private", concurrency_limit=cfg.image_concurrency, concurrency_id="model")
@@ -110,9 +110,10 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                       api_name="redraw", concurrency_limit=4)
 
         clip_outputs = [state, clip_out, frame, plot, table, files, status]
-        clip_btn.click(user_errors(clips.run_clip), [clip_in, threshold, max_hands, layers, device, smooth], clip_outputs,
-                       api_name="predict_clip", concurrency_limit=cfg.clip_concurrency, concurrency_id="clip").then(
-            lambda: gr.Tabs(selected="clip-out"), None, output_tabs, api_visibility="private", queue=False)
+        clip_btn.click(show_tab("clip-out"), None, output_tabs, api_visibility="private", queue=False).then(
+            user_errors(clips.run_clip), [clip_in, threshold, max_hands, layers, device, smooth], clip_outputs,
+            api_name="predict_clip", concurrency_limit=cfg.clip_concurrency, concurrency_id="clip",
+            show_progress_on=[clip_out, status])
         frame.release(user_errors(clips.show_frame), [state, frame], [plot, table, status], api_name="clip_frame",
                       concurrency_limit=4)
 
