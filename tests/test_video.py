@@ -203,29 +203,45 @@ def test_reader_variable_frame_rate_uses_timestamps(tmp_path):
     assert np.allclose(got, times, atol=2e-3)
 
 
-def test_reader_skips_and_counts_broken_frames(tmp_path):
-    """An MJPEG clip with two frames overwritten by garbage: the others are read, the broken ones counted."""
-    path = tmp_path / "mj.avi"
+def broken_mjpeg(path, n=10, wipe=(3, 6)):
+    """An MJPEG avi of n frames whose frames `wipe` have their scan data zeroed."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("mjpeg", rate=10)
         s.width, s.height, s.pix_fmt = W, H, "yuvj420p"
-        for i in range(10):
+        for i in range(n):
             for pk in s.encode(av.VideoFrame.from_ndarray(blob_frame({"right": (20 + 10 * i, 50)}), format="rgb24")):
                 c.mux(pk)
         for pk in s.encode(None):
             c.mux(pk)
     data = bytearray(path.read_bytes())
     starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # JPEG SOI markers
-    assert len(starts) >= 10
-    for k in (3, 6):  # wipe the scan data of two frames
+    assert len(starts) >= n
+    for k in wipe:
         a = starts[k] + 2
         data[a:a + 600] = bytes(600)
     path.write_bytes(bytes(data))
-    r = ClipReader(path)
-    with warnings.catch_warnings(record=True):
+    return path
+
+
+def test_reader_skips_and_counts_broken_frames(tmp_path):
+    """An MJPEG clip with two frames overwritten by garbage: the others are read, the broken ones counted."""
+    r = ClipReader(broken_mjpeg(tmp_path / "mj.avi"))
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frames = list(r)
     assert r.stats.broken + len(frames) == 10 and r.stats.broken >= 1
+    assert any("broken frame" in str(w.message) for w in caught)
+
+
+def test_process_clip_reports_broken_frames(tmp_path):
+    """process_clip goes on past broken frames and says how many it skipped."""
+    path = broken_mjpeg(tmp_path / "mj.avi")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        s = process_clip(BlobModel(), path, out_jsonl=tmp_path / "p.jsonl", max_hands=1)
+    assert s.broken_frames >= 1 and s.frames + s.broken_frames == 10
+    assert any("broken frame" in w for w in s.warnings)
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == s.frames
 
 
 # ------------------------------------------------------------------ smoothing

@@ -25,14 +25,14 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
         import handos
 
         model = handos.load(weights=weights, device=device)
-    with warnings.catch_warnings(record=True) as caught:  # printed as one clean line each, below
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():  # the summary's warnings are printed as one clean line each, below
+        warnings.simplefilter("ignore", UserWarning)
         summary = process_clip(model, path, out_jsonl=out, out_video=video_out, smooth=smooth, max_hands=max_hands,
                                max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
                                include_vertices=include_vertices, keyframes_dir=keyframes_dir,
                                keyframe_every_s=keyframe_every_s, fps=fps, resume=resume,
                                video_mesh=video_mesh)
-    for msg in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+    for msg in summary.warnings:
         print(f"handos predict: warning: {msg}", file=sys.stderr)
     if progress:
         print(f"handos predict: {path}: {summary.frames} frames, {summary.frames_with_hands} with hands, "

@@ -271,104 +271,102 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
         raise InputError(f"max_hands must be at least 1, got {max_hands}")
     previous = _previous_records(out_jsonl, path) if resume and out_jsonl is not None else None
     start = 0 if not previous else int(previous[-1]["frame"]) + 1
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start)
-        info = reader.info
-        summary = ClipSummary(path=path, width=info.width, height=info.height, fps=info.fps, smoothed=bool(smooth),
-                              resumed_from=start,
-                              out_jsonl=None if out_jsonl is None else os.fspath(out_jsonl),
-                              out_video=None if out_video is None else os.fspath(out_video))
-        cfg = tracker_config or TrackerConfig(max_hands=max_hands)
-        cam = None
-        tracker = None
-        smoother = HandSmoother(smoothing) if smooth else None
-        raw_meter, out_meter = JitterMeter(), JitterMeter()
-        keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
-        saver = None
-        total = info.frames if limit is None else min(limit, info.frames or limit)
-        tick, close_bar = _progress_callback(progress, total)
-        jsonl = None
-        writer = None
-        version = str(getattr(model, "version", "unknown"))
-        track_ids: set[int] = set()
-        last_label: dict[int, tuple[str, str]] = {}  # track -> (raw label, voted label) on its latest frame
-        t_start = time.perf_counter()
-        try:
-            if out_jsonl is not None:
-                Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
-                jsonl = open(out_jsonl, "a" if previous else "w", encoding="utf-8")
-            if out_video is not None:
-                from handos.video.writer import VideoWriter
+    reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start, warn=False)
+    info = reader.info
+    summary = ClipSummary(path=path, width=info.width, height=info.height, fps=info.fps, smoothed=bool(smooth),
+                          resumed_from=start,
+                          out_jsonl=None if out_jsonl is None else os.fspath(out_jsonl),
+                          out_video=None if out_video is None else os.fspath(out_video))
+    cfg = tracker_config or TrackerConfig(max_hands=max_hands)
+    cam = None
+    tracker = None
+    smoother = HandSmoother(smoothing) if smooth else None
+    raw_meter, out_meter = JitterMeter(), JitterMeter()
+    keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
+    saver = None
+    total = info.frames if limit is None else min(limit, info.frames or limit)
+    tick, close_bar = _progress_callback(progress, total)
+    jsonl = None
+    writer = None
+    version = str(getattr(model, "version", "unknown"))
+    track_ids: set[int] = set()
+    last_label: dict[int, tuple[str, str]] = {}  # track -> (raw label, voted label) on its latest frame
+    t_start = time.perf_counter()
+    try:
+        if out_jsonl is not None:
+            Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
+            jsonl = open(out_jsonl, "a" if previous else "w", encoding="utf-8")
+        if out_video is not None:
+            from handos.video.writer import VideoWriter
 
-                writer = VideoWriter(out_video, fps=info.fps)
-            for fr in reader:
-                h, w = fr.rgb.shape[:2]
-                if cam is None:  # the camera is fixed by the first frame (after rotation)
-                    cam = Camera.from_any(camera, w, h)
-                    tracker = HandTracker(model, cfg, cam)
-                    if previous:
-                        tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start - 1)
-                    summary.width, summary.height = w, h
-                raw = tracker.step(fr.rgb, fr.index)
-                hands = smoother(raw, fr.time_s) if smoother is not None else raw
-                if smoother is not None:
-                    smoother.drop(set(tracker.tracks.tracks))
-                raw_meter.update(fr.index, raw)
-                out_meter.update(fr.index, hands)
-                rec = prediction_record(path, w, h, cam.to_dict(), hands, version, frame=fr.index, time_s=fr.time_s,
-                                        include_vertices=include_vertices)
-                if jsonl is not None:
-                    jsonl.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                    jsonl.flush()
-                if writer is not None:
-                    faces = getattr(model, "faces_for", None) if video_mesh else None
-                    writer.write(draw_overlay(fr.rgb, hands, faces, cam.matrix()), fr.time_s)
-                if on_frame is not None:
-                    on_frame(rec)
-                if keyframes is not None and keyframes(rec):
-                    saver = saver or KeyframeSaver(path, keyframes_dir)
-                    saver.save(fr.index, fr.rgb, rec)
-                summary.frames += 1
-                summary.hands += len(hands)
-                summary.frames_with_hands += int(bool(hands))
-                summary.seconds = fr.time_s + 1.0 / info.fps
-                track_ids.update(x.track_id for x in hands if x.track_id is not None)
-                for x in hands:
-                    if x.track_id is None:
-                        continue
-                    labels = (x.extras.get("handedness_raw", (x.handedness,))[0], x.handedness)
-                    prev = last_label.get(x.track_id)
-                    if prev is not None:
-                        summary.handedness_flips_raw += int(prev[0] != labels[0])
-                        summary.handedness_flips += int(prev[1] != labels[1])
-                    last_label[x.track_id] = labels
-                tick(summary.frames)
-        finally:
-            close_bar()
+            writer = VideoWriter(out_video, fps=info.fps)
+        for fr in reader:
+            h, w = fr.rgb.shape[:2]
+            if cam is None:  # the camera is fixed by the first frame (after rotation)
+                cam = Camera.from_any(camera, w, h)
+                tracker = HandTracker(model, cfg, cam)
+                if previous:
+                    tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start - 1)
+                summary.width, summary.height = w, h
+            raw = tracker.step(fr.rgb, fr.index)
+            hands = smoother(raw, fr.time_s) if smoother is not None else raw
+            if smoother is not None:
+                smoother.drop(set(tracker.tracks.tracks))
+            raw_meter.update(fr.index, raw)
+            out_meter.update(fr.index, hands)
+            rec = prediction_record(path, w, h, cam.to_dict(), hands, version, frame=fr.index, time_s=fr.time_s,
+                                    include_vertices=include_vertices)
             if jsonl is not None:
-                jsonl.close()
+                jsonl.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                jsonl.flush()
             if writer is not None:
-                writer.close()
-            if saver is not None:
-                saver.close()
-        summary.elapsed_s = time.perf_counter() - t_start
-        summary.broken_frames = reader.stats.broken
-        summary.truncated = reader.stats.truncated
-        summary.track_ids = sorted(track_ids)
-        summary.tracks = len(track_ids)
-        if tracker is not None:
-            summary.detector_frames = tracker.stats.detector_frames
-            summary.roi_frames = tracker.stats.roi_frames
-            if tracker.stats.seconds_model > 0:
-                summary.model_frames_per_s = tracker.stats.frames / tracker.stats.seconds_model
-        summary.frames_per_s = summary.frames / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
-        summary.jitter_raw_px = raw_meter.value
-        summary.jitter_px = out_meter.value
-        if keyframes is not None:
-            summary.keyframes = list(keyframes.picked)
-            summary.keyframes_dir = os.fspath(keyframes_dir)
-    summary.warnings = [str(w.message) for w in caught] + list(info.notes)
+                faces = getattr(model, "faces_for", None) if video_mesh else None
+                writer.write(draw_overlay(fr.rgb, hands, faces, cam.matrix()), fr.time_s)
+            if on_frame is not None:
+                on_frame(rec)
+            if keyframes is not None and keyframes(rec):
+                saver = saver or KeyframeSaver(path, keyframes_dir)
+                saver.save(fr.index, fr.rgb, rec)
+            summary.frames += 1
+            summary.hands += len(hands)
+            summary.frames_with_hands += int(bool(hands))
+            summary.seconds = fr.time_s + 1.0 / info.fps
+            track_ids.update(x.track_id for x in hands if x.track_id is not None)
+            for x in hands:
+                if x.track_id is None:
+                    continue
+                labels = (x.extras.get("handedness_raw", (x.handedness,))[0], x.handedness)
+                prev = last_label.get(x.track_id)
+                if prev is not None:
+                    summary.handedness_flips_raw += int(prev[0] != labels[0])
+                    summary.handedness_flips += int(prev[1] != labels[1])
+                last_label[x.track_id] = labels
+            tick(summary.frames)
+    finally:
+        close_bar()
+        if jsonl is not None:
+            jsonl.close()
+        if writer is not None:
+            writer.close()
+        if saver is not None:
+            saver.close()
+    summary.elapsed_s = time.perf_counter() - t_start
+    summary.broken_frames = reader.stats.broken
+    summary.truncated = reader.stats.truncated
+    summary.track_ids = sorted(track_ids)
+    summary.tracks = len(track_ids)
+    if tracker is not None:
+        summary.detector_frames = tracker.stats.detector_frames
+        summary.roi_frames = tracker.stats.roi_frames
+        if tracker.stats.seconds_model > 0:
+            summary.model_frames_per_s = tracker.stats.frames / tracker.stats.seconds_model
+    summary.frames_per_s = summary.frames / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    summary.jitter_raw_px = raw_meter.value
+    summary.jitter_px = out_meter.value
+    if keyframes is not None:
+        summary.keyframes = list(keyframes.picked)
+        summary.keyframes_dir = os.fspath(keyframes_dir)
+    summary.warnings = list(dict.fromkeys(list(info.notes) + reader.stats.notes))
     for msg in summary.warnings:
         warnings.warn(msg, stacklevel=2)
     return summary

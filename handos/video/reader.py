@@ -59,6 +59,7 @@ class ReadStats:
     decoded: int = 0
     broken: int = 0  # packets/frames that could not be decoded (skipped)
     truncated: bool = False  # stopped at max_seconds / limit
+    notes: list[str] = field(default_factory=list)  # warnings raised while reading
 
 
 def _open(path: str):
@@ -164,7 +165,7 @@ class ClipReader:
     """
 
     def __init__(self, path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                 limit: int | None = None, fps: float | None = None, start_frame: int = 0) -> None:
+                 limit: int | None = None, fps: float | None = None, start_frame: int = 0, warn: bool = True) -> None:
         """Probe and validate the clip (raises InputError); `limit`: stop after clip frame limit-1; `fps` overrides the rate.
 
         `start_frame`: frames before it are decoded but not converted or yielded (resuming a run).
@@ -174,6 +175,7 @@ class ClipReader:
         self.max_seconds = max_seconds
         self.limit = limit
         self.start_frame = max(0, int(start_frame))
+        self.warn = warn
         if limit is not None and limit <= 0:
             raise InputError(f"limit must be a positive number of frames, got {limit}")
         self.stats = ReadStats()
@@ -224,8 +226,7 @@ class ClipReader:
                     last_t = t
                     if self.max_seconds is not None and t > self.max_seconds:
                         self.stats.truncated = True
-                        warnings.warn(f"{path}: stopped at the {self.max_seconds:g} s limit (--max-seconds to change)",
-                                      stacklevel=2)
+                        self._note(f"{path}: stopped at the {self.max_seconds:g} s limit (--max-seconds to change)")
                         return
                     if index < self.start_frame:
                         index += 1
@@ -244,8 +245,8 @@ class ClipReader:
                         import cv2
 
                         if not resized:
-                            warnings.warn(f"{path}: frame size changes mid-clip ({rgb.shape[1]}x{rgb.shape[0]}); "
-                                          f"frames are resized to {first_size[1]}x{first_size[0]}", stacklevel=2)
+                            self._note(f"{path}: frame size changes mid-clip ({rgb.shape[1]}x{rgb.shape[0]}); "
+                                       f"frames are resized to {first_size[1]}x{first_size[0]}")
                         resized = True
                         rgb = cv2.resize(rgb, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                     self.stats.decoded += 1
@@ -259,14 +260,20 @@ class ClipReader:
                 raise InputError(f"{path}: cannot read the clip ({type(err).__name__}); re-encode it, e.g. "
                                  "`ffmpeg -i IN -c:v libx264 OUT.mp4`") from None
             self.stats.broken += 1
-            warnings.warn(f"{path}: stopped early at a damaged part after {self.stats.decoded} frames", stacklevel=2)
+            self._note(f"{path}: stopped early at a damaged part after {self.stats.decoded} frames")
         finally:
             container.close()
         if self.stats.decoded == 0 and self.start_frame == 0:
             what = f" ({self.stats.broken} broken)" if self.stats.broken else ""
             raise InputError(f"{path}: the clip has no decodable video frames{what}")
         if self.stats.broken:
-            warnings.warn(f"{path}: skipped {self.stats.broken} broken frame(s)", stacklevel=2)
+            self._note(f"{path}: skipped {self.stats.broken} broken frame(s)")
+
+    def _note(self, msg: str) -> None:
+        """Record a warning in stats.notes (and emit it, unless the reader was made with warn=False)."""
+        self.stats.notes.append(msg)
+        if self.warn:
+            warnings.warn(msg, stacklevel=3)
 
     def _time(self, vf, tb: Fraction | None, start: int | None, index: int, fps: float) -> float:
         """Presentation time in seconds from the clip's start (timestamps, else index / fps)."""
