@@ -210,9 +210,14 @@ def pick_result(task: dict[str, Any], use_predictions: bool = False) -> tuple[li
     if anns:
         latest = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
         return latest.get("result") or [], "annotation"
+    if not use_predictions:
+        return None, ""
     preds = [p for p in task.get("predictions") or [] if isinstance(p, dict) and "result" in p]
-    if use_predictions and preds:
+    if preds:
         return preds[0]["result"] or [], "prediction"
+    record = (task.get("data") or {}).get(RECORD_FIELD)
+    if isinstance(record, dict) and record.get("schema") == SCHEMA:  # exports list predictions by id only
+        return record_to_result(record), "prediction"
     return None, ""
 
 

@@ -383,4 +383,16 @@ def export_tasks(client, project_id: int) -> list[dict[str, Any]]:
         raise RemoteError(f"Label Studio at {_url(client)} sent an export that is not JSON") from None
     if not isinstance(tasks, list):
         raise RemoteError(f"Label Studio at {_url(client)} sent an export that is not a task list")
+    if any(isinstance(p, int) for t in tasks for p in t.get("predictions") or []):
+        # the JSON export names predictions by id only: fetch them so the export is complete
+        with remote_errors(_url(client), "reading the project's predictions"):
+            preds = client.predictions.list(project=project_id)
+        by_task: dict[int, list[dict]] = {}
+        for p in preds:
+            d = p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
+            by_task.setdefault(int(d["task"]), []).append(
+                {k: d.get(k) for k in ("id", "model_version", "score", "result", "created_at")})
+        for t in tasks:
+            if any(isinstance(p, int) for p in t.get("predictions") or []):
+                t["predictions"] = by_task.get(int(t["id"]), [])
     return tasks

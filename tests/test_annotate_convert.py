@@ -169,6 +169,8 @@ def test_unlabelled_tasks_are_skipped_unless_predictions_are_asked_for():
     assert convert.export_to_coco([task])["stats"]["skipped_unlabelled"] == 1
     coco = convert.export_to_coco([task], use_predictions=True)
     assert coco["images"][0]["source"] == "prediction" and len(coco["annotations"]) == 2
+    by_id = {**task, "predictions": [12]}  # Label Studio's JSON export lists predictions by id: use the record
+    assert convert.export_to_coco([by_id], use_predictions=True)["annotations"] == coco["annotations"]
     cancelled = {**task, "annotations": [{"id": 1, "result": [], "was_cancelled": True}]}
     assert convert.export_to_coco([cancelled])["stats"]["skipped_unlabelled"] == 1
 

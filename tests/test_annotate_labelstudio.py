@@ -198,7 +198,8 @@ def test_local_files_storage(label_studio, client, hand_records, hand_images):  
         assert push._raw_get(client, url) == path.read_bytes()
 
 
-def test_ml_backend_gives_predictions_for_a_new_task(label_studio, client, model, hand_images):  # noqa: F811
+def test_ml_backend_gives_predictions_for_a_new_task(label_studio, client, model, hand_images, caplog):  # noqa: F811
+    caplog.set_level("DEBUG")
     fetcher = backend.ImageFetcher(ls_url=label_studio.url, api_key=label_studio.token, max_bytes=5 << 20)
     be = backend.HandosBackend(predictor=model, fetcher=fetcher)
     server = backend.make_server(be, "127.0.0.1", 0)
@@ -226,6 +227,7 @@ def test_ml_backend_gives_predictions_for_a_new_task(label_studio, client, model
         for g, e in zip(got, expected):
             for k in ("x", "y"):
                 assert g["value"][k] == pytest.approx(e["value"][k], abs=1e-3)
+        assert "/predict" in caplog.text and label_studio.token not in caplog.text  # the key is never logged
     finally:
         server.shutdown()
         server.server_close()
@@ -271,6 +273,12 @@ def test_export_round_trip_to_training_file(label_studio, client, hand_records, 
     # the exported annotation keeps each joint tied to its box
     ann_results = [r for t in raw for a in t.get("annotations", []) for r in a["result"] if r["type"] == "keypointlabels"]
     assert ann_results and all(r.get("parentID") == r["id"].split("k")[0] for r in ann_results)
+    # tasks nobody annotated can be taken as predicted (the export names predictions by id; they are fetched)
+    out = run_cli(["--export", str(tmp_path / "all.json"), "--include-predictions", "--ls-url", label_studio.url,
+                   "--project", "export round trip"], {"LABEL_STUDIO_API_KEY": label_studio.token})
+    assert out.returncode == 0, out.stderr
+    everything = json.loads((tmp_path / "all.json").read_text())
+    assert everything["stats"]["images"] == 3 and [i["source"] for i in everything["images"]].count("prediction") == 1
     # the same conversion from a downloaded export file, without the server
     out = run_cli(["--export", str(tmp_path / "train2.json"), "--from-file", str(tmp_path / "raw.json")], {})
     assert out.returncode == 0, out.stderr
