@@ -34,6 +34,7 @@ START_TIMEOUT_S = 420
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+from labelstudio_server import label_studio, label_studio_boot  # noqa: E402,F401  (session fixtures)
 
 
 @dataclass
@@ -433,6 +434,25 @@ def test_labelstudio_push_errors_never_echo_the_key(client, two_hands):
     port = free_port()  # nothing listens there
     msg = error_of(lambda: client.predict(0.5, 4, f"http://127.0.0.1:{port}", secret, "demo", api_name="/push_labelstudio"))
     assert secret not in msg and "127.0.0.1" in msg
+
+
+@pytest.mark.labelstudio
+def test_labelstudio_push_makes_tasks_once(client, two_hands, label_studio):
+    from label_studio_sdk import LabelStudio
+
+    predict(client, two_hands[0])
+    title = "handos demo test"
+    args = (0.5, 4, label_studio.url, label_studio.token, title)
+    out = client.predict(*args, api_name="/push_labelstudio")
+    assert label_studio.token not in out
+    assert f"{label_studio.url}/projects/" in out and "task" in out
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    project = next(p for p in ls.projects.list() if p.title == title)
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    assert len(tasks) == 1 and tasks[0].predictions
+    again = client.predict(*args, api_name="/push_labelstudio")  # the same image again: no duplicate task
+    assert label_studio.token not in again
+    assert len(list(ls.tasks.list(project=project.id))) == 1
 
 
 # ---------------------------------------------------------------------------------------------
