@@ -5,6 +5,7 @@ import json
 import os
 import math
 import warnings
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -547,3 +548,21 @@ def test_reader_applies_display_rotation(tmp_path):
     assert rgb.shape == (64, 32, 3) and (r.info.width, r.info.height, r.info.rotation) == (32, 64, 270)
     ys, xs = np.nonzero(rgb[..., 0] > 128)
     assert ys.mean() < 8 and xs.mean() > 24  # clockwise: top-left -> top-right
+
+
+@pytest.mark.parametrize("fps", [0.5, 12.5, 30000 / 1001, 240.0])
+def test_reader_odd_frame_rates(tmp_path, fps):
+    """Unusual but valid rates (0.5, 12.5, 29.97, 240 fps): the rate and the frame times come through."""
+    path = write_clip(tmp_path / "r.mp4", [blob_frame({}) for _ in range(5)], fps=fps)
+    r = ClipReader(path)
+    assert r.info.fps == pytest.approx(fps, rel=1e-3)
+    times = [f.time_s for f in r]
+    assert np.allclose(np.diff(times), 1 / fps, rtol=1e-2)
+
+
+def test_missing_or_absurd_stream_rates_are_treated_as_unknown():
+    """A 0, missing, infinite or >1000 fps header rate is ignored (times then come from timestamps or --fps)."""
+    from handos.video.reader import _rate
+
+    assert [_rate(v) for v in (None, 0, Fraction(0, 1), float("inf"), 5000, -30)] == [None] * 6
+    assert _rate(Fraction(30000, 1001)) == pytest.approx(29.97, abs=1e-2)
