@@ -70,6 +70,7 @@ def test_mesh_is_watertight_and_outward(hm):
     left = verts * np.array([-1.0, 1.0, 1.0])
     assert _signed_volume(left, hm.faces_for(True).numpy()) > 0
     assert _signed_volume(left, hm.faces_for(False).numpy()) < 0
+    assert torch.equal(hm.faces_for("left"), hm.faces_for(True)) and torch.equal(hm.faces_for("right"), hm.faces)
 
 
 def test_adult_proportions_and_frame(hm):

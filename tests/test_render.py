@@ -122,8 +122,7 @@ def test_overlay_draws_in_the_right_place(hm, artifacts):
     assert (img[:, :5] == 0).all() and (img[-5:] == 0).all()
     # mesh overlay: the projected silhouette gets coloured, on the image's own resolution
     meshed = draw_hands(blank, hands, show_boxes=False, show_skeleton=False, show_labels=False,
-                        mesh_faces=hm.faces_for_handedness if hasattr(hm, "faces_for_handedness") else
-                        (lambda hd: hm.faces_for(hd == "left").numpy()), K=K_np)
+                        mesh_faces=hm.faces_for, K=K_np)
     palm = hands[0].joints_3d[[0, 5, 9, 13, 17]].mean(0)
     u, v = (K_np @ palm / palm[2])[:2].round().astype(int)
     assert meshed[v, u].sum() > 150 and (meshed[:5, :5] == 0).all()
@@ -168,3 +167,19 @@ def test_cuda_matches_cpu(hm):
     assert same > 0.995
     m = f_cpu >= 0
     assert torch.allclose(d_cpu[m], d_gpu.cpu()[m], atol=1e-4)
+    img = render_mesh(None, [(verts.cuda(), hm.faces.cuda(), (200, 150, 120))], Kt.cuda(), height=480, width=640)
+    assert img.shape == (480, 640, 3)
+
+
+@pytest.mark.gpu
+def test_hand_model_on_cuda_matches_cpu(hm):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    g = torch.Generator().manual_seed(0)
+    pose = torch.cat([torch.randn(8, 1, 3, generator=g), hm.sample_poses(8, g)], 1)
+    left = torch.arange(8) % 2 == 0
+    cpu = hm(pose, None, left)
+    gpu_model = HandModel().cuda()
+    gpu = gpu_model(pose.cuda(), None, left.cuda())
+    assert torch.allclose(gpu.vertices.cpu(), cpu.vertices, atol=1e-5)
+    assert gpu_model.sample_poses(4, g).is_cuda

@@ -28,7 +28,7 @@ def render_view(vertices, faces, view: str = "front", size: int = 512, color=(22
     pts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32) @ view_rotation(view).T
     pts, K = frame_camera(pts, size, size)
     return render_mesh(None, [(pts, torch.as_tensor(np.asarray(faces)), color)], K, alpha=1.0,
-                       height=size, width=size, background=background)
+                       height=size, width=size, background=background, cull_backfaces=True)
 
 
 def main(argv: list[str]) -> int:

@@ -112,9 +112,13 @@ class HandModel(nn.Module):
             return self._faces_left
         return self.faces[:, [0, 2, 1]]
 
-    def faces_for(self, is_left: bool) -> torch.Tensor:
-        """(F, 3) faces for a left (True) or right (False) hand."""
-        return self.faces_left if is_left else self.faces
+    def faces_for(self, is_left: bool | str) -> torch.Tensor:
+        """(F, 3) faces for a left (True or "left") or right (False or "right") hand."""
+        if isinstance(is_left, str):
+            if is_left not in ("left", "right"):
+                raise InputError(f"handedness must be 'left' or 'right', got {is_left!r}")
+            is_left = is_left == "left"
+        return self.faces_left if bool(is_left) else self.faces
 
     @property
     def num_vertices(self) -> int:

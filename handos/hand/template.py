@@ -183,11 +183,11 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
     def palm_w(r: int, c: int, side: str) -> dict[int, float]:
         t = 0.0  # share of the thumb's CMC joint: the thenar and the thumb web move with the thumb
         if side == "front" and 1 <= r <= 2 and c >= 8:
-            t = {8: 0.12, 9: 0.25, 10: 0.4, 11: 0.55}[c] * (0.8 if r == 1 else 1.0)
+            t = {8: 0.15, 9: 0.32, 10: 0.5, 11: 0.7}[c] * (0.8 if r == 1 else 1.0)
         elif side == "front" and r == 3 and c == 11:
             t = 0.3
         elif side == "back" and 1 <= r <= 3 and c == 11:
-            t = {1: 0.2, 2: 0.4, 3: 0.25}[r]
+            t = {1: 0.25, 2: 0.5, 3: 0.25}[r]
         elif side == "back" and r == 2 and c == 10:
             t = 0.15
         return {W: 1.0 - t, T1: t}
@@ -199,7 +199,7 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
             edge = 1.0 - 0.18 * (2 * t - 1) ** 4  # thinner toward the sides
             zf = -hz * edge
             if r in (1, 2) and c >= 8:
-                zf -= 0.0045 * p.thickness * (c - 7) / 4  # thenar eminence
+                zf -= 0.0085 * p.thickness * (c - 7) / 4  # thenar eminence
             if r in (1, 2) and c <= 2:
                 zf -= 0.0025 * p.thickness  # hypothenar
             if r == 3 and 3 <= c <= 8:

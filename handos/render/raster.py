@@ -44,9 +44,20 @@ def _as_tensors(verts_cam, faces, K):
     return verts, faces, K
 
 
+def _quantise(size: torch.Tensor) -> torch.Tensor:
+    """Candidate window side for a bounding-box side: multiples of 4 up to 64 px, then powers of two."""
+    size = size.clamp_min(1)
+    small = (torch.ceil(size / 4) * 4).long()
+    large = torch.pow(2, torch.ceil(torch.log2(size))).long()
+    return torch.where(size <= 64, small, large)
+
+
 def rasterize_fragments(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,
-                        near: float = 1e-3) -> Fragments:
-    """Rasterize a triangle mesh given in the camera frame (x right, y down, z forward) into H x W."""
+                        near: float = 1e-3, cull_backfaces: bool = False) -> Fragments:
+    """Rasterize a triangle mesh given in the camera frame (x right, y down, z forward) into H x W.
+
+    cull_backfaces: skip faces seen from behind (only for closed meshes with outward winding).
+    """
     verts, faces, K = _as_tensors(verts_cam, faces, K)
     dev = verts.device
     work = verts.float() if verts.dtype in (torch.float16, torch.bfloat16) else verts
@@ -62,19 +73,22 @@ def rasterize_fragments(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.T
     area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # (F,)
     ok = (z.amin(1) > near) & (x1 >= x0) & (y1 >= y0) & (area.abs() > 1e-12)
     ok &= (tri[..., 0].amax(1) < 4 * w + 1e4) & (tri[..., 0].amin(1) > -3 * w - 1e4)
-    size = torch.maximum(x1 - x0 + 1, y1 - y0 + 1).clamp_min(1)
-    bucket = torch.ceil(torch.log2(size)).long()
+    if cull_backfaces:  # outward-wound closed meshes: a face seen from behind is never visible
+        ok &= area < 0  # outward normal toward the camera <=> negative signed area in (u, v)
+    qw, qh = _quantise(x1 - x0 + 1), _quantise(y1 - y0 + 1)  # candidate window per face
+    key = qw * 65536 + qh
     pix_all, depth_all, face_all = [], [], []
-    for bkt in torch.unique(bucket[ok]).tolist():
-        side = 1 << bkt
-        fids = torch.nonzero(ok & (bucket == bkt)).squeeze(1)
-        step = max(1, _MAX_CANDIDATES // (side * side))
-        offs = torch.arange(side, device=dev, dtype=work.dtype)
+    for k in torch.unique(key[ok]).tolist():
+        sw, sh = int(k) // 65536, int(k) % 65536
+        fids = torch.nonzero(ok & (key == k)).squeeze(1)
+        step = max(1, _MAX_CANDIDATES // (sw * sh))
+        offs_x = torch.arange(sw, device=dev, dtype=work.dtype)
+        offs_y = torch.arange(sh, device=dev, dtype=work.dtype)
         for start in range(0, len(fids), step):
             f = fids[start:start + step]
-            px = x0[f, None, None] + offs[None, None, :]  # (n, 1, s)
-            py = y0[f, None, None] + offs[None, :, None]  # (n, s, 1)
-            inbox = (px <= x1[f, None, None]) & (py <= y1[f, None, None])  # (n, s, s)
+            px = x0[f, None, None] + offs_x[None, None, :]  # (n, 1, sw)
+            py = y0[f, None, None] + offs_y[None, :, None]  # (n, sh, 1)
+            inbox = (px <= x1[f, None, None]) & (py <= y1[f, None, None])  # (n, sh, sw)
             t = tri[f]  # (n, 3, 2)
             ar = area[f][:, None, None]
 
@@ -125,7 +139,8 @@ def _barycentrics(face_index: torch.Tensor, tri: torch.Tensor, z: torch.Tensor) 
     return out
 
 
-def rasterize(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rasterize(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,
+              cull_backfaces: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(depth (H, W) camera z, +inf empty; face_index (H, W) long, -1 empty) of a camera-frame mesh."""
-    frags = rasterize_fragments(verts_cam, faces, K, height, width)
+    frags = rasterize_fragments(verts_cam, faces, K, height, width, cull_backfaces=cull_backfaces)
     return frags.depth, frags.face_index
