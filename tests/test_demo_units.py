@@ -5,6 +5,7 @@ import base64
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import trimesh
 
@@ -43,6 +44,7 @@ def test_select_hands_threshold_order_and_limit():
 def test_figure_is_metric_camera_frame_with_overlay_colours():
     hands = [make_hand(0, "right", 0.9), make_hand(1, "left", 0.8)]
     fig = figures.hands_figure(hands, faces_for)
+    go.Figure(fig.to_plotly_json())  # the figure is built unvalidated for speed: Plotly must accept it
     meshes = [t for t in fig.data if t.type == "mesh3d"]
     lines = [t for t in fig.data if t.type == "scatter3d"]
     assert len(meshes) == 2 and len(lines) == 10  # a mesh and 5 finger chains per hand
@@ -60,6 +62,7 @@ def test_figure_is_metric_camera_frame_with_overlay_colours():
 
 def test_empty_figure_says_no_hands():
     fig = figures.hands_figure([], None)
+    go.Figure(fig.to_plotly_json())
     assert len(fig.data) == 0 and "no hands" in fig.layout.annotations[0].text
 
 
