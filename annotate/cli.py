@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default .handos-label/<server>-<project>)")
     p.add_argument("--weights", default=None, help="decoder weights for images without predictions")
     p.add_argument("--device", default="auto")
+    p.add_argument("--predict-batch-size", type=int, default=8, help="images per model batch")
+    p.add_argument("--workers", type=int, default=2, help="image decode threads for the model")
     p.add_argument("--export", metavar="OUT.json", default=None,
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
     p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (design 3.2)")
@@ -113,32 +115,29 @@ def gather(inputs: list[str], image_root: str | None) -> tuple[list[tuple[dict, 
     return predicted, to_predict
 
 
-def predict_missing(items: list[Any], state: Path, weights: str | None, device: str, quiet: bool) -> list[tuple[dict, Path]]:
-    """Run the model on images not yet predicted (saved to STATE/predictions.jsonl as they come)."""
+def predict_missing(items: list[Any], state: Path, weights: str | None, device: str, quiet: bool,
+                    batch_size: int = 8, workers: int = 2) -> list[tuple[dict, Path]]:
+    """Run the model on images not yet predicted (batched, decode pool; saved to STATE/predictions.jsonl as they come)."""
     from tqdm import tqdm
 
-    from handos.errors import HandosError
     from handos.io.records import RecordWriter, read_records
+    from handos.runner import run_images
 
     out = state / "predictions.jsonl"
     writer = RecordWriter(str(out), resume=True)
     todo = [it for it in items if it.file not in writer.done]
-    failed = 0
     if todo:
         import handos
 
         model = handos.load(weights=weights, device=device)
         try:
-            for it in tqdm(todo, unit="img", desc="predict", disable=quiet, dynamic_ncols=True):
-                try:
-                    writer.write(model.record(it.path, camera=it.camera, file=it.file))
-                except HandosError as err:
-                    failed += 1
-                    writer.write_error(it.file, str(err))
+            with tqdm(total=len(todo), unit="img", desc="predict", disable=quiet, dynamic_ncols=True) as bar:
+                summary = run_images(model, items, writer, batch_size=batch_size, workers=workers, progress=bar.update)
         finally:
             writer.close()
-    if failed:
-        print(f"handos label: {failed} image(s) could not be read; listed in {writer.errors_path}", file=sys.stderr)
+        if summary.failed:
+            print(f"handos label: {summary.failed} image(s) could not be read (first: {summary.errors[0]}); "
+                  f"listed in {writer.errors_path}", file=sys.stderr)
     by_file = {it.file: Path(it.path) for it in items}
     return [(r, by_file[r["file"]]) for r in read_records(out) if isinstance(r, dict) and r.get("file") in by_file]
 
@@ -217,7 +216,8 @@ def main(argv: list[str]) -> int:
     state = Path(args.state) if args.state else default_state(url, args.project)
     state.mkdir(parents=True, exist_ok=True)
     if to_predict:
-        predicted += predict_missing(to_predict, state, args.weights, args.device, args.quiet)
+        predicted += predict_missing(to_predict, state, args.weights, args.device, args.quiet,
+                                     batch_size=args.predict_batch_size, workers=args.workers)
     items = [push.PushItem(record=r, image=str(img)) for r, img in predicted]
     if not items:
         raise InputError("nothing to push: no image could be read")

@@ -301,3 +301,26 @@ def test_backend_refuses_foreign_hosts_and_big_images(label_studio, client, tmp_
     with pytest.raises(HandosError, match="limit"):
         f.fetch(url)
     assert backend.ImageFetcher(ls_url=label_studio.url, api_key=label_studio.token).fetch(url) == big.read_bytes()
+
+
+def test_cli_predicts_images_keeps_them_and_continues(label_studio, client, hand_images, tmp_path):  # noqa: F811
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in hand_images[:2]:
+        shutil.copyfile(p, photos / p.name)
+    (photos / "broken.jpg").write_bytes(b"")  # a 0-byte file: reported, never pushed, the rest goes on
+    env = {"LABEL_STUDIO_API_KEY": label_studio.token}
+    args = [str(photos), "--ls-url", label_studio.url, "--project", "cli from images", "--create",
+            "--state", str(tmp_path / "state"), "--quiet"]
+    out = run_cli(args, env)
+    assert out.returncode == 1, out.stderr  # 1: some input could not be read
+    assert "1 image(s) could not be read" in out.stderr and "2 new tasks" in out.stderr
+    preds = (tmp_path / "state" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 2  # the model's output is kept locally
+    out = run_cli(args, env)
+    assert "0 new tasks, 2 already there" in out.stderr
+    assert (tmp_path / "state" / "predictions.jsonl").read_text().splitlines() == preds  # not predicted again
+    pid = push.find_or_create_project(client, "cli from images", create=False)
+    assert len(task_rows(client, pid)) == 2
