@@ -9,6 +9,9 @@ Two stages (MediaPipe lives in its own virtualenv, see design section 4):
    .venv/bin/python handos/data/measure_errors.py stats --dump runs/mediapipe_dump.json \
        --realdata ../shared/realdata --out handos/data/error_stats.json
 
+3. wrist (project venv): the wrist-convention fit used as DecoderConfig.wrist_shift:
+   .venv/bin/python handos/data/measure_errors.py wrist --realdata ../shared/realdata
+
 The dump holds MediaPipe's outputs only (never images or ground truth) and is not committed.
 The stats are small numbers (per-joint means/stds) used by `handos/data/error_model.py`.
 """
@@ -199,16 +202,45 @@ def _rotation_angle(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
 
 
+def fit_wrist_shift(realdata: Path, set_name: str = "ge2019_realworld") -> dict:
+    """Coefficients (a, b, c) moving our model's wrist so its 5 metacarpal lengths match a real set's medians.
+
+    Output wrist = w + a*(index1-w) + b*(pinky1-w) + c*(thumb1-w) (DecoderConfig.wrist_shift).
+    """
+    from scipy.optimize import least_squares
+
+    from handos.hand import HandModel
+
+    rest = HandModel().rest_joints.double().numpy() * 1000  # mm
+    ks = [1, 5, 9, 13, 17]
+    res = {}
+    for name in (set_name, "interhand26m"):
+        ann = json.loads((realdata / name / "derived_annotations.json").read_text())
+        g = np.array([h["joints_3d"] for im in ann["images"] for h in im["hands"] if h.get("joints_3d")])
+        res[name] = np.median(np.linalg.norm(g[:, ks] - g[:, :1], axis=-1), 0)
+    target = res[set_name]
+    sol = least_squares(lambda c: np.linalg.norm(rest[ks] - (rest[0] + c), axis=-1) - target, np.zeros(3))
+    basis = np.stack([rest[5] - rest[0], rest[17] - rest[0], rest[1] - rest[0]], 1)
+    coef = np.linalg.solve(basis, sol.x)
+    shifted = np.linalg.norm(rest[ks] - (rest[0] + sol.x), axis=-1)
+    return {"wrist_shift": coef.round(4).tolist(), "offset_mm": sol.x.round(2).tolist(),
+            "metacarpals_model_mm": np.linalg.norm(rest[ks] - rest[0], axis=-1).round(1).tolist(),
+            "metacarpals_shifted_mm": shifted.round(1).tolist(),
+            **{f"metacarpals_{k}_mm": v.round(1).tolist() for k, v in res.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `dump` (MediaPipe venv) or `stats` (project venv)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["dump", "stats"])
+    ap.add_argument("stage", choices=["dump", "stats", "wrist"])
     ap.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     ap.add_argument("--dump", type=Path, default=Path("runs/mediapipe_dump.json"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.stage == "dump":
         run_dump(args.realdata, args.out or args.dump)
+    elif args.stage == "wrist":
+        print(json.dumps(fit_wrist_shift(args.realdata)))
     else:
         stats = compute_stats(json.loads(args.dump.read_text()), args.realdata)
         out = args.out or Path(__file__).with_name("error_stats.json")

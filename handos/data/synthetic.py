@@ -54,8 +54,10 @@ def random_rotations(n: int, gen: torch.Generator | None, device: torch.device) 
 class SyntheticHands:
     """Batch generator: `sample(n, gen)` -> (DecoderInput, SynthTarget)."""
 
-    def __init__(self, hand_model: nn.Module, error_model: ErrorModel | None = None, config: SynthConfig | None = None):
+    def __init__(self, hand_model: nn.Module, error_model: ErrorModel | None = None, config: SynthConfig | None = None,
+                 joint_map: torch.Tensor | None = None):
         self.hand = hand_model
+        self.joint_map = joint_map  # (21,21) hand-model joints -> output joints (the decoder's wrist convention)
         self.errors = error_model or ErrorModel.load()
         self.cfg = config or SynthConfig()
         with torch.no_grad():
@@ -100,8 +102,11 @@ class SyntheticHands:
         is_left = _rand((n,), gen, dev) < cfg.left_prob
         pose = torch.cat([torch.zeros(n, 1, 3, device=dev), fingers], 1)
         out = self.hand(pose, shape, is_left)
-        verts = out.vertices - out.joints[:, :1]
-        joints = out.joints - out.joints[:, :1]
+        joints = out.joints
+        if self.joint_map is not None:
+            joints = torch.einsum("jk,nkd->njd", self.joint_map.to(joints), joints)
+        verts = out.vertices - joints[:, :1]
+        joints = joints - joints[:, :1]
         verts = torch.einsum("bij,bvj->bvi", rot, verts)  # global rotation about the wrist
         joints = torch.einsum("bij,bvj->bvi", rot, joints)
         # camera

@@ -42,6 +42,10 @@ class DecoderConfig:
     upsample_k: int = 4
     dropout: float = 0.0
     use_world: bool = True  # read the foundation's world landmarks as evidence
+    refine_2d: bool = True  # report the refined 2D joints (False: report the foundation's, refine internally only)
+    # output wrist = model wrist + a*(index1-wrist) + b*(pinky1-wrist) + c*(thumb1-wrist): moves our hand model's
+    # wrist to where the real 3D sets put it (fitted on metacarpal lengths, see MODEL_CARD.md); zeros = model wrist
+    wrist_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
     depth_prior_m: float = 0.2  # tz = f * depth_prior_m * exp(head) / roi_size
     chirality_gain: float = 6.0  # handedness_score = 0.5 + 0.5 * tanh(gain * |chirality|)
     version: str = "handos-decoder-0.1"
@@ -128,6 +132,15 @@ def bone_midpoint_matrix() -> torch.Tensor:
     return a
 
 
+def wrist_joint_map(shift: tuple[float, float, float]) -> torch.Tensor:
+    """(21,21) linear map from the hand model's joints to the output joints (only the wrist row moves)."""
+    m = torch.eye(NUM_JOINTS)
+    a, b, c = (float(x) for x in shift)
+    m[0, 0] = 1.0 - a - b - c
+    m[0, 5], m[0, 17], m[0, 1] = a, b, c
+    return m
+
+
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     """Two-layer GELU MLP."""
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
@@ -179,6 +192,7 @@ class HandOSDecoder(nn.Module):
         self.template_embed = nn.Linear(3, d)
         self.layers_3d = nn.ModuleList(transformer_layer(cfg) for _ in range(cfg.n_layers_3d))
         self.register_buffer("attn_mask", hierarchical_mask(NUM_JOINTS, n_c), persistent=False)
+        self.register_buffer("joint_map", wrist_joint_map(cfg.wrist_shift), persistent=False)
         self.norm_3d = nn.LayerNorm(d)
         self.head_vertex = nn.Linear(d, 3)
         self.head_joint3d = nn.Linear(d, 3)  # auxiliary (training only)
@@ -262,6 +276,7 @@ class HandOSDecoder(nn.Module):
         coarse = base + self.head_vertex(t[:, nj:-1]) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
         verts = torch.einsum("vc,ncd->nvd", self.upsample, coarse)  # (N,V,3)
         joints = torch.einsum("jv,nvd->njd", self.joint_regressor, verts)
+        joints = torch.einsum("jk,nkd->njd", self.joint_map, joints)  # output joint convention
         root = joints[:, :1]
         verts, joints = rotate_z(verts - root, rot), rotate_z(joints - root, rot)
         joints_aux = rotate_z(joints_aux, rot)
@@ -273,7 +288,7 @@ class HandOSDecoder(nn.Module):
         cam_t = torch.cat([txy, tz[:, None]], -1)
         chi = chirality(joints)
         return DecoderOutput(
-            joints_2d=j2d_ref, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts, joints_3d=joints,
+            joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts, joints_3d=joints,
             cam_t=cam_t, is_left=chi > 0, handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
             aux={"joints_3d_aux": joints_aux, "coarse": coarse, "roi": roi, "u_ref": u_ref, "log_s": log_s})
 

@@ -133,7 +133,8 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
     hand_model = hand_model.to(device)
     model = HandOSDecoder(cfgs["model"], hand_model.cpu()).to(device)
     hand_model = hand_model.to(device)
-    synth = SyntheticHands(hand_model, ErrorModel.load(noise_scale=cfgs["noise_scale"]), cfgs["data"])
+    synth = SyntheticHands(hand_model, ErrorModel.load(noise_scale=cfgs["noise_scale"]), cfgs["data"],
+                           joint_map=model.joint_map)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(tcfg.seed * 1000 + rank)  # synthetic data: a seed per rank
     out = Path(tcfg.out_dir)
