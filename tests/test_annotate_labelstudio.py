@@ -324,3 +324,21 @@ def test_cli_predicts_images_keeps_them_and_continues(label_studio, client, hand
     assert (tmp_path / "state" / "predictions.jsonl").read_text().splitlines() == preds  # not predicted again
     pid = push.find_or_create_project(client, "cli from images", create=False)
     assert len(task_rows(client, pid)) == 2
+
+
+def test_project_lookup(label_studio, client):  # noqa: F811
+    from handos.errors import InputError
+
+    pid = push.find_or_create_project(client, "lookup test", create=True)
+    assert push.find_or_create_project(client, "lookup test", create=False) == pid
+    assert push.find_or_create_project(client, str(pid), create=False) == pid
+    with pytest.raises(InputError, match="pass --create"):
+        push.find_or_create_project(client, "no such project here", create=False)
+    with pytest.raises(InputError, match="3 or more"):
+        push.find_or_create_project(client, "ab", create=True)
+    other = client.projects.create(title="text project", label_config='<View><Text name="t" value="$t"/>'
+                                   '<Choices name="c" toName="t"><Choice value="a"/></Choices></View>')
+    with pytest.raises(InputError, match="another labeling config"):
+        push.find_or_create_project(client, "text project", create=True)
+    with pytest.raises(RemoteError, match="404"):
+        push.find_or_create_project(client, str(other.id + 1000), create=False)
