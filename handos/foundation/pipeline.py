@@ -9,10 +9,12 @@ of ROIs (axis-aligned IoU > 0.5: the later ROI replaces the earlier; carried ROI
 projected to image pixels. On video, ROIs carried from the previous frame (`roi_from_landmarks`) are
 used and the detector runs only on images with fewer than `max_hands` carried ROIs.
 
-With `FoundationConfig.recall_boost` (off by default so that the default path stays MediaPipe's), a
-horizontally flipped detector pass and lower-score palm candidates are added; every extra hand must be
-confirmed by the landmark net (presence >= `boost_min_presence`), and landmark boxes that overlap a
-kept hand (IoU > `dedup_iou`) are dropped as duplicates.
+With `FoundationConfig.recall_boost` (off by default so that the default path stays MediaPipe's), extra
+detector views are added (the letterbox zoomed out 1.5x for big hands, square tiles along the long side
+of elongated images for small ones, optionally a flipped pass) and palm candidates down to
+`boost_min_score` are tried after MediaPipe's own hands; every extra hand must be
+confirmed by the landmark net (presence >= `boost_min_presence`), and hands whose landmarks repeat a
+kept hand's (mean joint distance < `dedup_dist` x its size) are dropped as duplicates.
 
 >>> fnd = Foundation.load("cpu")
 >>> out = fnd.detect([rgb])                 # FoundationOutput, N hands over all images
@@ -20,7 +22,8 @@ kept hand (IoU > `dedup_iou`) are dropped as duplicates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -51,10 +54,14 @@ class FoundationConfig:
     exact_resampling: sample crops as OpenCV does (1/32-px positions, uint8 rounding), for parity.
     batch_size: max crops per network call.
     recall_boost: add the extra detector passes below (not MediaPipe; off keeps parity).
+    boost_zoom_out: with recall_boost, also detect on the letterbox zoomed out by this factor (big hands).
+    boost_tile_aspect: ... and on square tiles along the long side of images at least this elongated
+        (ceil(long/short) + 1 tiles; smaller hands).
     boost_flip: with recall_boost, also detect on the horizontally flipped letterbox.
     boost_min_score: with recall_boost, palm candidates down to this score are tried ...
     boost_min_presence: ... and kept only if the landmark net's presence reaches this.
-    dedup_iou: with recall_boost, a hand whose landmark box overlaps a better one by more is dropped.
+    dedup_dist: with recall_boost, a hand whose mean joint distance to an earlier hand is under this
+        fraction of that hand's box side is a duplicate and dropped.
     """
 
     max_hands: int = 2
@@ -66,17 +73,19 @@ class FoundationConfig:
     exact_resampling: bool = True
     batch_size: int = 64
     recall_boost: bool = False
-    boost_flip: bool = True
+    boost_zoom_out: float = 1.5
+    boost_tile_aspect: float = 1.25
+    boost_flip: bool = False
     boost_min_score: float = 0.3
-    boost_min_presence: float = 0.9
-    dedup_iou: float = 0.4
+    boost_min_presence: float = 0.8
+    dedup_dist: float = 0.2
 
     def __post_init__(self) -> None:
         """Validate ranges (ConfigError with a one-line message)."""
         if self.max_hands < 1:
             raise ConfigError(f"max_hands must be >= 1, got {self.max_hands}")
         for name in ("min_detection_score", "min_presence", "nms_iou", "association_iou",
-                     "boost_min_score", "boost_min_presence", "dedup_iou"):
+                     "boost_min_score", "boost_min_presence", "dedup_dist"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {v}")
@@ -227,9 +236,27 @@ class Foundation:
             logits.append(l.float())
         return torch.cat(regs), torch.cat(logits)
 
+    def _palm_candidates(self, imgs: _Images, idx: torch.Tensor, views: torch.Tensor, flip: bool = False):
+        """Decoded palm candidates of square views (V,5) px of images idx (V,): boxes/keypoints in image px."""
+        x = imgs.crop(idx, views.to(self.device), PALM_SIZE, "zero", self.config.exact_resampling) / 255.0
+        regs, logits = self._run_palm(x.flip(-1) if flip else x)
+        boxes, kps, scores = decode_detections(regs, logits, self.anchors, PALM_OPTIONS)  # (V,A,...) normalised
+        if flip:
+            boxes = torch.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
+            kps = torch.stack([1 - kps[..., 0], kps[..., 1]], -1)
+        v = views.to(boxes.device, torch.float32)
+        side, org = v[:, 2, None, None], (v[:, :2] - v[:, 2:4] / 2)[:, None]  # axis-aligned square views
+        boxes = boxes * side + org.repeat(1, 1, 2)
+        kps = kps * side[..., None] + org[:, :, None]
+        return boxes, kps, scores
+
     def detect_palms(self, imgs: _Images, which: list[int], max_hands: int,
                      boost: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Palm ROIs per image in `which`: list of (rois (k,5) px, scores (k,), is_boost (k,) bool)."""
+        """Palm ROIs per image in `which`: list of (rois (k,5) px, scores (k,), is_boost (k,) bool).
+
+        MediaPipe's path: letterbox, threshold, weighted NMS, first `max_hands`, letterbox removal, ROI.
+        With `boost`, extra candidates (see FoundationConfig) follow MediaPipe's, flagged is_boost.
+        """
         if not which:
             return []
         cfg = self.config
@@ -239,34 +266,69 @@ class Foundation:
         x = imgs.crop(idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling) / 255.0
         regs, logits = self._run_palm(x)
         boxes, kps, scores = decode_detections(regs, logits, self.anchors, PALM_OPTIONS)  # (b,A,..)
-        thresh = cfg.min_detection_score
-        if boost:
-            thresh = min(thresh, cfg.boost_min_score)
-            if cfg.boost_flip:
-                r2, l2 = self._run_palm(x.flip(-1))
-                b2, k2, s2 = decode_detections(r2, l2, self.anchors, PALM_OPTIONS)
-                b2 = torch.stack([1 - b2[..., 2], b2[..., 1], 1 - b2[..., 0], b2[..., 3]], -1)
-                k2 = torch.stack([1 - k2[..., 0], k2[..., 1]], -1)
-                boxes, kps, scores = torch.cat([boxes, b2], 1), torch.cat([kps, k2], 1), torch.cat([scores, s2], 1)
-        out = []
+        out, palm_px = [], []
         for j in range(len(which)):
-            keep = scores[j] >= thresh
-            det = weighted_nms(boxes[j][keep], kps[j][keep], scores[j][keep], cfg.nms_iou)
-            if boost:
-                # MediaPipe's own hands first (score >= min_detection_score), then the boosted candidates.
-                strong = det.scores >= cfg.min_detection_score
-                order = torch.cat([torch.nonzero(strong).flatten(), torch.nonzero(~strong).flatten()])
-                det = PalmDetections(det.boxes[order], det.keypoints[order], det.scores[order])
-                n_keep = max_hands * 2
-            else:
-                n_keep = max_hands  # ClipDetectionVectorSizeCalculator
-            det = PalmDetections(det.boxes[:n_keep], det.keypoints[:n_keep], det.scores[:n_keep])
+            keep = scores[j] >= cfg.min_detection_score
+            det = weighted_nms(boxes[j][keep], kps[j][keep], scores[j][keep], cfg.nms_iou, max_hands)
             det = remove_letterbox(det, pads[j].to(det.boxes.device))
             wh = sizes[j].to(det.boxes)  # (2,) W,H
-            box_px = det.boxes * wh.repeat(2)
-            kp_px = det.keypoints * wh
-            rois = roi_from_palm(box_px.double(), kp_px.double())
-            out.append((rois, det.scores, det.scores < cfg.min_detection_score))
+            rois = roi_from_palm((det.boxes * wh.repeat(2)).double(), (det.keypoints * wh).double())
+            out.append((rois, det.scores, torch.zeros(len(det), dtype=torch.bool)))
+            palm_px.append(det.boxes * wh.repeat(2))
+        if boost:
+            out = self._boost_palms(imgs, which, max_hands, out, palm_px, (boxes, kps, scores), lb_rois)
+        return out
+
+    def _boost_views(self, size: tuple[int, int]) -> list[list[float]]:
+        """Extra square detector views of an image (W,H): a zoomed-out letterbox and tiles on the long side."""
+        W, H = size
+        side, short = max(W, H), min(W, H)
+        views = []
+        if self.config.boost_zoom_out > 1:
+            z = side * self.config.boost_zoom_out
+            views.append([W / 2, H / 2, z, z, 0.0])
+        if side >= self.config.boost_tile_aspect * short:
+            n = int(math.ceil(side / short)) + 1
+            for t in range(n):
+                c = short / 2 + t * (side - short) / (n - 1)
+                views.append([c, H / 2, short, short, 0.0] if W > H else [W / 2, c, short, short, 0.0])
+        return views
+
+    def _boost_palms(self, imgs: _Images, which: list[int], max_hands: int, base: list, base_palms: list,
+                     letterbox_raw, lb_rois: torch.Tensor) -> list:
+        """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own per image."""
+        cfg = self.config
+        sizes = imgs.sizes[torch.tensor(which)]
+        vidx, views = [], []
+        for j, i in enumerate(which):
+            for v in self._boost_views(tuple(sizes[j].tolist())):
+                vidx.append(j)
+                views.append(v)
+        # MediaPipe's letterbox pass, in image px
+        b0, k0, s0 = letterbox_raw
+        v0 = lb_rois.to(b0.device, torch.float32)
+        side0, org0 = v0[:, 2, None, None], (v0[:, :2] - v0[:, 2:4] / 2)[:, None]
+        cands = [(torch.arange(len(which)), b0 * side0 + org0.repeat(1, 1, 2), k0 * side0[..., None] + org0[:, :, None], s0)]
+        if cfg.boost_flip:
+            cands.append((torch.arange(len(which)),) + self._palm_candidates(imgs, torch.tensor(which), lb_rois, True))
+        if views:
+            vi = torch.tensor(vidx)
+            cands.append((vi,) + self._palm_candidates(imgs, torch.tensor(which)[vi], torch.tensor(views, dtype=torch.float64)))
+        out = []
+        for j in range(len(which)):
+            bs, ks, ss = [], [], []
+            for owner, b, k, s in cands:
+                for v in torch.nonzero(owner == j).flatten().tolist():
+                    m = s[v] >= cfg.boost_min_score
+                    bs.append(b[v][m]); ks.append(k[v][m]); ss.append(s[v][m])
+            det = weighted_nms(torch.cat(bs), torch.cat(ks), torch.cat(ss), cfg.nms_iou, 2 * max_hands)
+            rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
+            r0, s0_, f0 = base[j]
+            if r0.shape[0] and rois.shape[0]:  # drop candidates that are MediaPipe's own palms again
+                new = ~(box_iou(det.boxes, base_palms[j].to(det.boxes)) > cfg.association_iou).any(1).cpu()
+                rois, det = rois[new], PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
+            out.append((torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
+                        torch.cat([f0, torch.ones(len(det), dtype=torch.bool)])))
         return out
 
     # ------------------------------------------------------------------ landmarks
@@ -308,7 +370,7 @@ class Foundation:
             cand += [(carried[i][k], float("nan"), k, False) for k in range(carried[i].shape[0])]
             kept: list[tuple] = []
             for c in cand:
-                if kept:
+                if kept and not c[3]:  # recall-boost candidates never replace others (dedup handles them)
                     iou = axis_aligned_iou(c[0][None].double(), torch.stack([k[0] for k in kept]).double())[0]
                     kept = [k for k, v in zip(kept, iou.tolist()) if not v > cfg.association_iou]
                 kept.append(c)
@@ -352,21 +414,28 @@ class Foundation:
         return out
 
     def _dedup(self, out: FoundationOutput, max_hands: int) -> FoundationOutput:
-        """Drop hands whose landmark box overlaps an earlier kept hand of the same image; cap max_hands."""
+        """Drop hands whose joints repeat a more present kept hand of the same image; cap max_hands per image.
+
+        Two hands are the same when their mean joint distance is under `dedup_dist` x the longer side of
+        the earlier hand's box (interacting hands overlap in boxes but not in joints).
+        """
         keep = torch.zeros(len(out), dtype=torch.bool)
-        iou = box_iou(out.box, out.box).cpu()
+        j = out.joints_2d.cpu()
+        side = (out.box[:, 2:] - out.box[:, :2]).amax(-1).cpu()
         img = out.image_index.cpu()
         count: dict[int, int] = {}
-        for a in range(len(out)):
+        for a in torch.argsort(out.presence.cpu(), descending=True, stable=True).tolist():
             i = int(img[a])
             prev = torch.nonzero(keep & (img == i)).flatten()
-            if prev.numel() and bool((iou[a, prev] > self.config.dedup_iou).any()):
-                continue
+            if prev.numel():
+                d = torch.linalg.norm(j[prev] - j[a], dim=-1).mean(-1)  # (p,)
+                if bool((d < self.config.dedup_dist * side[prev]).any()):
+                    continue
             if count.get(i, 0) >= max_hands:
                 continue
             keep[a] = True
             count[i] = count.get(i, 0) + 1
-        return out.select(keep.to(out.image_index.device))
+        return out.select(torch.nonzero(keep).flatten().to(out.image_index.device))
 
     def _check_rois(self, rois, B: int) -> list[torch.Tensor]:
         """Carried ROIs as a list of (k,5) float64 CPU tensors (empty where None)."""
