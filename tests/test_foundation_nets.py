@@ -152,6 +152,14 @@ def test_batched_equals_single(palm, landmark):
         torch.testing.assert_close(out[k], torch.cat([o[k] for o in ones]), rtol=1e-4, atol=1e-4)
 
 
+def test_float16_runs_and_stays_close(landmark):
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))  # fp16 is slow on CPU
+    ref = landmark(x)
+    out = load_landmark_net(dtype=torch.float16)(x.half())
+    assert out["landmarks"].dtype == torch.float16 and out["feature_map"].dtype == torch.float16
+    assert (out["landmarks"].float() - ref["landmarks"])[..., :2].abs().max() < 0.5  # crop px
+
+
 def test_frozen_and_no_grad(palm, landmark):
     for m in (palm, landmark):
         assert not m.training
