@@ -42,16 +42,16 @@ class Design:
 
 # finger: (MCP x, MCP y, splay angle deg toward +x, (proximal, middle, distal-to-tip) lengths, half-width)
 FINGER_SPEC = {
-    "index": (0.0240, -0.0880, 5.0, (0.0400, 0.0240, 0.0220), 0.0100),
-    "middle": (0.0000, -0.0920, 0.0, (0.0450, 0.0280, 0.0240), 0.0103),
-    "ring": (-0.0215, -0.0870, -5.0, (0.0420, 0.0270, 0.0230), 0.0097),
-    "pinky": (-0.0420, -0.0780, -11.0, (0.0330, 0.0205, 0.0210), 0.0086),
+    "index": (0.0250, -0.0855, 5.0, (0.0410, 0.0245, 0.0220), 0.0100),
+    "middle": (0.0000, -0.0865, 0.0, (0.0460, 0.0285, 0.0235), 0.0103),
+    "ring": (-0.0210, -0.0815, -5.0, (0.0430, 0.0275, 0.0225), 0.0097),
+    "pinky": (-0.0410, -0.0720, -11.0, (0.0320, 0.0205, 0.0195), 0.0086),
 }
 THUMB_CMC = (0.0215, -0.0200, -0.0080)
 THUMB_DIR_DEG = 40.0  # angle of the thumb metacarpal from -y toward +x
 THUMB_TILT = -0.25  # palmar (-z) slope of the thumb metacarpal
 THUMB_CURL_DEG = 9.0  # each thumb phalanx turns this much further toward the fingers
-THUMB_LENGTHS = (0.0440, 0.0320, 0.0280)
+THUMB_LENGTHS = (0.0385, 0.0320, 0.0275)
 THUMB_NAIL = (0.55, 0.83)  # nail direction = a * dorsal + b * away-from-fingers
 
 
@@ -163,7 +163,7 @@ class _Cage:
 def _palm_rings(p: Design) -> list[tuple[float, float, float, float]]:
     """(y, x_left, x_right, half thickness) of the four palm rings from the wrist stub up."""
     rows = [(0.020, -0.0255, 0.0255, 0.0165), (0.0, -0.029, 0.0285, 0.0170),
-            (-0.030, -0.0415, 0.0355, 0.0160), (-0.058, -0.0490, 0.0400, 0.0148)]
+            (-0.028, -0.0415, 0.0355, 0.0160), (-0.054, -0.0485, 0.0400, 0.0148)]
     return [(y * p.palm_length, xl * p.palm_width, xr * p.palm_width, z * p.thickness) for y, xl, xr, z in rows]
 
 
