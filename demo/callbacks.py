@@ -13,7 +13,7 @@ import gradio as gr
 import numpy as np
 
 from demo.config import DemoConfig
-from demo.export import new_workdir, write_downloads
+from demo.export import new_workdir, save_annotated, write_downloads
 from demo.figures import hands_figure
 from demo.models import ModelCache, gpu_decorator
 from demo.overlays import Layers, annotate
@@ -175,13 +175,15 @@ class Callbacks:
         record = prediction_record(result.name, result.width, result.height, result.camera.to_dict(), hands,
                                    result.model_version, include_vertices=True)
         stem = Path(result.name).stem or "image"
-        files = write_downloads(new_workdir("image"), stem, record, hands, faces_for)
+        workdir = new_workdir("image")
+        files = write_downloads(workdir, stem, record, hands, faces_for)
+        shown = save_annotated(image, workdir / f"{stem}.annotated")
         n = len(hands)
         hidden = len(result.hands) - n
         status = (f"**{n} hand{'s' if n != 1 else ''}** found in {result.seconds:.2f} s on {result.device}"
                   + (f" ({hidden} more below the threshold or the hand limit)" if hidden else "")
                   + f" · model `{result.model_version}` · {result.width}x{result.height}")
-        return image, fig, hands_table(hands), files, status
+        return shown, fig, hands_table(hands), files, status
 
     # ---- Label Studio -------------------------------------------------------------------------
     def push_labelstudio(self, result, threshold, max_hands, url, api_key, project):

@@ -35,6 +35,23 @@ def new_workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix + "-", dir=WORK_ROOT))
 
 
+LOSSLESS_MAX_PIXELS = 2_000_000  # up to about 1600x1200 the annotated image is a PNG, above a JPEG (fast to send)
+
+
+def save_annotated(rgb: np.ndarray, stem: Path) -> str:
+    """Write the annotated image at full resolution: lossless PNG when small, JPEG (quality 92) when large."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(rgb))
+    if rgb.shape[0] * rgb.shape[1] <= LOSSLESS_MAX_PIXELS:
+        path = stem.with_suffix(".png")
+        im.save(path, "PNG", compress_level=1)
+    else:
+        path = stem.with_suffix(".jpg")
+        im.save(path, "JPEG", quality=92)
+    return str(path)
+
+
 def hand_meshes(hands: Sequence[Hand], faces_for) -> list[tuple[str, trimesh.Trimesh]]:
     """(name, mesh) per hand with vertices, in the camera frame, coloured by handedness."""
     out = []
