@@ -207,15 +207,43 @@ def check_project_config(config: str, title: str) -> None:
                          "KeyPointLabels 'joints', Image 'image'); use a new project name with --create")
 
 
-def existing_keys(client, project_id: int, page_size: int = 500) -> dict[str, int]:
-    """handos_key -> task id for every task already in the project."""
-    keys: dict[str, int] = {}
+def existing_keys(client, project_id: int, keys: Sequence[str] | None = None, chunk: int = 50) -> dict[str, int]:
+    """handos_key -> task id for the tasks already in the project: all of them, or only those among `keys`.
+
+    With `keys`, the server filters (Data Manager filter on data.handos_key), so the check costs the
+    same in a project of ten tasks or a million.
+    """
+    found: dict[str, int] = {}
+
+    def add(rows: Iterable[Any]) -> None:
+        for t in rows:
+            d = t.get("data") if isinstance(t, dict) else t.data
+            tid = t.get("id") if isinstance(t, dict) else t.id
+            k = (d or {}).get(convert.KEY_FIELD)
+            if k and (k not in found or int(tid) < found[k]):
+                found[k] = int(tid)
+
     with remote_errors(_url(client), "reading the project's tasks"):
-        for t in client.tasks.list(project=project_id, fields="task_only", page_size=page_size):
-            k = (t.data or {}).get(convert.KEY_FIELD)
-            if k and k not in keys:
-                keys[k] = int(t.id)
-    return keys
+        if keys is None:
+            add(client.tasks.list(project=project_id, fields="task_only", page_size=500))
+            return found
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            query = {"filters": {"conjunction": "or", "items": [
+                {"filter": f"filter:tasks:data.{convert.KEY_FIELD}", "operator": "equal", "type": "String", "value": k}
+                for k in part]}}
+            page = 1
+            while True:
+                resp = _http(client, "GET", "/api/tasks", params={
+                    "project": project_id, "fields": "task_only", "include": "id,data", "query": json.dumps(query),
+                    "page": page, "page_size": 100})
+                rows = resp.get("tasks", []) if isinstance(resp, dict) else resp
+                add(rows)
+                if len(rows) < 100:
+                    break
+                page += 1
+    return {k: v for k, v in found.items() if k in set(keys)}
 
 
 def upload_images(client, project_id: int, items: Sequence[PushItem]) -> dict[str, str]:
@@ -311,40 +339,42 @@ def push_items(
         raise InputError("--batch-size must be >= 1")
     url = _url(client)
     uploads = uploads or UploadCache()
-    have = existing_keys(client, project_id)
-    todo, seen = [], set()
-    for it in items:
-        if it.key not in have and it.key not in seen:
+    unique, seen = [], set()
+    for it in items:  # one task per image content, whatever the input repeats
+        if it.key not in seen:
             seen.add(it.key)
-            todo.append(it)
-    if local_files_root is not None and todo:
-        bad = [it for it in todo if not isinstance(it.image, (str, Path))]
-        if bad:
+            unique.append(it)
+    if local_files_root is not None and unique:
+        if any(not isinstance(it.image, (str, Path)) for it in unique):
             raise InputError("--local-files needs images given as files on disk")
-        ensure_local_storage(client, project_id, {Path(it.image).resolve().parent for it in todo})
+        ensure_local_storage(client, project_id, {Path(it.image).resolve().parent for it in unique})
+    have: dict[str, int] = {}
     created = 0
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        if local_files_root is not None:
-            urls = {it.key: local_file_url(it.image, local_files_root) for it in batch}
-        else:
-            need = [it for it in batch if it.key not in uploads.urls]
-            if need:
-                uploads.add(upload_images(client, project_id, need))
-            urls = {it.key: uploads.urls[it.key] for it in batch}
-        tasks = [convert.record_to_task(it.record, urls[it.key], it.key) for it in batch]
-        with remote_errors(url, "importing tasks"):
-            resp = client.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
-        ids = list(getattr(resp, "task_ids", None) or [])
-        if len(ids) != len(batch):  # should not happen; read the keys back rather than guess
-            fresh = existing_keys(client, project_id)
-            ids = [fresh[it.key] for it in batch if it.key in fresh]
-            if len(ids) != len(batch):
-                raise RemoteError(f"Label Studio at {url} imported {len(ids)} of {len(batch)} tasks; re-run to continue")
-        have.update({it.key: int(t) for it, t in zip(batch, ids)})
-        created += len(batch)
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start:start + batch_size]
+        have.update(existing_keys(client, project_id, [it.key for it in chunk]))  # asked per batch: resumable
+        batch = [it for it in chunk if it.key not in have]
+        if batch:
+            if local_files_root is not None:
+                urls = {it.key: local_file_url(it.image, local_files_root) for it in batch}
+            else:
+                need = [it for it in batch if it.key not in uploads.urls]
+                if need:
+                    uploads.add(upload_images(client, project_id, need))
+                urls = {it.key: uploads.urls[it.key] for it in batch}
+            tasks = [convert.record_to_task(it.record, urls[it.key], it.key) for it in batch]
+            with remote_errors(url, "importing tasks"):
+                resp = client.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
+            ids = list(getattr(resp, "task_ids", None) or [])
+            if len(ids) != len(batch):  # should not happen; read the keys back rather than guess
+                fresh = existing_keys(client, project_id, [it.key for it in batch])
+                ids = [fresh[it.key] for it in batch if it.key in fresh]
+                if len(ids) != len(batch):
+                    raise RemoteError(f"Label Studio at {url} imported {len(ids)} of {len(batch)} tasks; re-run to continue")
+            have.update({it.key: int(t) for it, t in zip(batch, ids)})
+            created += len(batch)
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(len(chunk))
     task_ids = [have[it.key] for it in items]
     return PushResult(project_id=project_id, task_ids=task_ids, url_of_tasks=task_links(url, project_id, task_ids),
                       created=created, skipped=len(items) - created, project_url=f"{url}/projects/{project_id}")

@@ -83,6 +83,9 @@ def test_repush_adds_no_duplicates_api_and_cli_with_shards(label_studio, client,
     first = push.push_records(hand_records[:2], hand_images[:2], label_studio.url, label_studio.token, "idempotent push")
     again = push.push_records(hand_records[:2], hand_images[:2], label_studio.url, label_studio.token, "idempotent push")
     assert again.created == 0 and again.skipped == 2 and again.task_ids == first.task_ids
+    # the duplicate check asks the server about the batch's keys only (exact match, unknown keys absent)
+    k0 = push.PushItem(record=hand_records[0], image=str(hand_images[0])).key
+    assert push.existing_keys(client, first.project_id, [k0, k0[:-1], "0" * 20]) == {k0: first.task_ids[0]}
     # the same predictions as JSONL shards from `handos predict` (issue 9), pushed with the CLI: nothing new,
     # then two more images: only those are added
     shards = tmp_path / "preds"
