@@ -459,6 +459,22 @@ def test_process_clip_resumes_after_an_interruption(two_blob_clip, tmp_path):
         process_clip(BlobModel(), path, out_jsonl=other, resume=True)
 
 
+def test_process_clip_stride_keeps_clip_frame_numbers(two_blob_clip, tmp_path):
+    """--stride 3: every third frame, numbered and timed as in the clip, same two tracks; resume stays aligned."""
+    path, traj = two_blob_clip
+    out = tmp_path / "s.jsonl"
+    first = process_clip(BlobModel(), path, out_jsonl=out, stride=3, limit=10)
+    assert [json.loads(x)["frame"] for x in out.read_text().splitlines()] == [0, 3, 6, 9]
+    s = process_clip(BlobModel(), path, out_jsonl=out, stride=3, resume=True, out_video=tmp_path / "s.mp4")
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["frame"] for r in recs] == list(range(0, len(traj), 3)) and first.frames + s.frames == len(recs)
+    assert recs[2]["time_s"] == pytest.approx(6 / 30, abs=1e-3)
+    assert {h["track_id"] for r in recs for h in r["hands"]} == {0, 1} and np.isfinite(s.jitter_px)
+    assert len(list(ClipReader(tmp_path / "s.mp4"))) == s.frames
+    with pytest.raises(InputError, match="stride"):
+        ClipReader(path, stride=0)
+
+
 def test_select_keyframes_every_and_on_change():
     """First frame, then every 1 s, plus a frame where the set of tracks changes."""
     recs = [{"frame": f, "time_s": f / 10, "hands": [{"track_id": 0, "handedness": "right"}]

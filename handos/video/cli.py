@@ -15,7 +15,8 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
                      max_hands: int = 2, max_seconds: float | None = DEFAULT_MAX_SECONDS, limit: int | None = None,
                      keyframes_dir: str | None = None, keyframe_every_s: float = 1.0, camera: dict | None = None,
                      include_vertices: bool = False, model=None, device: str = "auto", weights: str | None = None,
-                     progress: bool = True, fps: float | None = None, resume: bool = False, video_mesh: bool = False):
+                     progress: bool = True, fps: float | None = None, resume: bool = False, video_mesh: bool = False,
+                     stride: int = 1):
     """Run one clip end to end (loads the model unless given); prints warnings and a one-line summary to stderr."""
     from handos.video.clip import process_clip
 
@@ -31,7 +32,7 @@ def predict_clip_cli(path: str, out: str | None = None, video_out: str | None = 
                                max_seconds=max_seconds, limit=limit, progress=progress, camera=camera,
                                include_vertices=include_vertices, keyframes_dir=keyframes_dir,
                                keyframe_every_s=keyframe_every_s, fps=fps, resume=resume,
-                               video_mesh=video_mesh)
+                               video_mesh=video_mesh, stride=stride)
     for msg in summary.warnings:
         print(f"handos predict: warning: {msg}", file=sys.stderr)
     if progress:
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                    help=f"refuse clips longer than this (default {DEFAULT_MAX_SECONDS:g} s; 0 = no limit)")
     p.add_argument("--limit", type=int, default=None, help="process only the first N frames")
+    p.add_argument("--stride", type=int, default=1, help="process every N-th frame only (N times faster)")
     p.add_argument("--fps", type=float, default=None, help="override the clip's frame rate (frame times = index / fps)")
     p.add_argument("--keyframes", dest="keyframes_dir", help="save keyframes (JPEG + keyframes.jsonl) for Label Studio here")
     p.add_argument("--keyframe-every", dest="keyframe_every_s", type=float, default=1.0, help="seconds between keyframes")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         keyframes_dir=args.keyframes_dir, keyframe_every_s=args.keyframe_every_s, camera=parse_camera(args),
         include_vertices=args.include_vertices, device=args.device, weights=args.weights,
         progress=not args.quiet, fps=args.fps, resume=args.resume,
-        video_mesh=args.video_mesh)
+        video_mesh=args.video_mesh, stride=args.stride)
     print(json.dumps(summary.to_dict(), indent=1))
     return 0
 

@@ -40,7 +40,7 @@ class ClipSummary:
     detector_frames: int = 0  # frames where the palm detector ran
     roi_frames: int = 0  # frames served by ROI tracking only
     smoothed: bool = True
-    jitter_raw_px: float = math.nan  # mean 2D keypoint acceleration before smoothing (px / frame^2)
+    jitter_raw_px: float = math.nan  # mean 2D keypoint acceleration before smoothing (px / processed frame^2)
     jitter_px: float = math.nan  # the same on the written (smoothed) keypoints
     handedness_flips_raw: int = 0  # per-frame label changes within tracks, as the model gave them
     handedness_flips: int = 0  # the same after the per-track vote (what is written)
@@ -259,19 +259,23 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                  keyframes_dir: str | os.PathLike | None = None, keyframe_every_s: float = 1.0,
                  fps: float | None = None, tracker_config: TrackerConfig | None = None,
                  smoothing: OneEuroConfig | None = None, on_frame: Callable[[dict[str, Any]], None] | None = None,
-                 resume: bool = False, video_mesh: bool = False) -> ClipSummary:
+                 resume: bool = False, video_mesh: bool = False, stride: int = 1) -> ClipSummary:
     """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes.
 
     With `resume`, an existing `out_jsonl` of this clip is continued after its last complete frame (track ids
     carry on); the annotated video and keyframes then cover the resumed part only.
     `video_mesh` draws the meshes into the annotated video too (slower: one rasterisation per frame).
+    `stride` N processes every N-th frame only (N times faster; records keep the clip's frame numbers).
     """
     path = os.fspath(path)
     if max_hands < 1:
         raise InputError(f"max_hands must be at least 1, got {max_hands}")
     previous = _previous_records(out_jsonl, path) if resume and out_jsonl is not None else None
     start = 0 if not previous else int(previous[-1]["frame"]) + 1
-    reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start, warn=False)
+    if previous and stride > 1:
+        start = (start + stride - 1) // stride * stride
+    reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start, warn=False,
+                        stride=stride)
     info = reader.info
     summary = ClipSummary(path=path, width=info.width, height=info.height, fps=info.fps, smoothed=bool(smooth),
                           resumed_from=start,
@@ -285,6 +289,7 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
     keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
     saver = None
     total = info.frames if limit is None else min(limit, info.frames or limit)
+    total = None if total is None else -(-total // stride)
     tick, close_bar = _progress_callback(progress, total)
     jsonl = None
     writer = None
@@ -299,21 +304,22 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
         if out_video is not None:
             from handos.video.writer import VideoWriter
 
-            writer = VideoWriter(out_video, fps=info.fps)
+            writer = VideoWriter(out_video, fps=info.fps / stride)
         for fr in reader:
             h, w = fr.rgb.shape[:2]
             if cam is None:  # the camera is fixed by the first frame (after rotation)
                 cam = Camera.from_any(camera, w, h)
                 tracker = HandTracker(model, cfg, cam)
                 if previous:
-                    tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start - 1)
+                    tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start // stride - 1)
                 summary.width, summary.height = w, h
-            raw = tracker.step(fr.rgb, fr.index)
+            step = fr.index // stride  # the tracker counts processed frames
+            raw = tracker.step(fr.rgb, step)
             hands = smoother(raw, fr.time_s) if smoother is not None else raw
             if smoother is not None:
                 smoother.drop(set(tracker.tracks.tracks))
-            raw_meter.update(fr.index, raw)
-            out_meter.update(fr.index, hands)
+            raw_meter.update(step, raw)
+            out_meter.update(step, hands)
             rec = prediction_record(path, w, h, cam.to_dict(), hands, version, frame=fr.index, time_s=fr.time_s,
                                     include_vertices=include_vertices)
             if jsonl is not None:
@@ -330,7 +336,7 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
             summary.frames += 1
             summary.hands += len(hands)
             summary.frames_with_hands += int(bool(hands))
-            summary.seconds = fr.time_s + 1.0 / info.fps
+            summary.seconds = fr.time_s + stride / info.fps
             track_ids.update(x.track_id for x in hands if x.track_id is not None)
             for x in hands:
                 if x.track_id is None:

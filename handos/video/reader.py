@@ -165,10 +165,12 @@ class ClipReader:
     """
 
     def __init__(self, path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                 limit: int | None = None, fps: float | None = None, start_frame: int = 0, warn: bool = True) -> None:
+                 limit: int | None = None, fps: float | None = None, start_frame: int = 0, warn: bool = True,
+                 stride: int = 1) -> None:
         """Probe and validate the clip (raises InputError); `limit`: stop after clip frame limit-1; `fps` overrides the rate.
 
-        `start_frame`: frames before it are decoded but not converted or yielded (resuming a run).
+        `start_frame`: frames before it are decoded but not converted or yielded (resuming a run);
+        `stride`: yield only frames whose index is a multiple of it (indices and times stay the clip's).
         """
         self.path = os.fspath(path)
         self.info = probe(self.path, max_seconds=max_seconds, fps=fps)
@@ -176,6 +178,9 @@ class ClipReader:
         self.limit = limit
         self.start_frame = max(0, int(start_frame))
         self.warn = warn
+        if not (isinstance(stride, int) and stride >= 1):
+            raise InputError(f"stride must be a whole number of frames >= 1, got {stride!r}")
+        self.stride = stride
         if limit is not None and limit <= 0:
             raise InputError(f"limit must be a positive number of frames, got {limit}")
         self.stats = ReadStats()
@@ -228,7 +233,10 @@ class ClipReader:
                         self.stats.truncated = True
                         self._note(f"{path}: stopped at the {self.max_seconds:g} s limit (--max-seconds to change)")
                         return
-                    if index < self.start_frame:
+                    if self.limit is not None and index >= self.limit:
+                        self.stats.truncated = True
+                        return
+                    if index < self.start_frame or index % self.stride:
                         index += 1
                         continue
                     try:
@@ -252,9 +260,6 @@ class ClipReader:
                     self.stats.decoded += 1
                     yield Frame(index=index, time_s=t, rgb=rgb)
                     index += 1
-                    if self.limit is not None and index >= self.limit:
-                        self.stats.truncated = True
-                        return
         except av.error.FFmpegError as err:
             if self.stats.decoded == 0:
                 raise InputError(f"{path}: cannot read the clip ({type(err).__name__}); re-encode it, e.g. "
