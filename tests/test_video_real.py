@@ -71,10 +71,12 @@ def test_real_clip_outputs_play(nv_run, artifacts):
     assert len(list((out / "kf").glob("*.jpg"))) == len(summary.keyframes)
 
 
-def test_clip_cli_writes_jsonl(video_model, realdata, tmp_path, capsys):
+def test_clip_cli_writes_jsonl(video_model, realdata, tmp_path, capsys, monkeypatch):
     """`handos predict CLIP --out ... --no-smooth --limit 3` (the clip branch's own parser) writes 3 records."""
+    import handos
     from handos.video.cli import main
 
+    monkeypatch.setattr(handos, "load", lambda **kwargs: video_model)  # the session's model, not a second load
     assert main([str(realdata / CLIP), "--out", str(tmp_path / "p.jsonl"), "--limit", "3", "--no-smooth",
                  "--quiet", "--device", "cpu"]) == 0
     recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
