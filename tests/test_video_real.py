@@ -109,3 +109,18 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     assert err["recall"] >= 0.9 and err["ids_per_true_hand"] == 1
     assert err["mean_err_2d_px"] < 0.15 * size
     assert len(report["handedness"]) == 1
+
+
+def test_handos_predict_dispatches_clips(video_model, realdata, tmp_path, monkeypatch):
+    """`python -m handos predict clip.avi --out preds.jsonl --video-out annotated.mp4` (the top-level verb)."""
+    import handos
+    from handos.__main__ import main
+
+    monkeypatch.setattr(handos, "load", lambda **kwargs: video_model)
+    rc = main(["predict", str(realdata / CLIP), "--out", str(tmp_path / "p.jsonl"),
+               "--video-out", str(tmp_path / "a.mp4"), "--quiet"])
+    assert rc == 0
+    recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in recs] == list(range(20)) and all(h["track_id"] is not None for r in recs for h in r["hands"])
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and sum(1 for _ in c.decode(video=0)) == 20
