@@ -273,8 +273,8 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
         tip_r = 0.66 * wb * sc
         spec = [  # (centre, w, h, weights, knuckle)
             (joints[0] + dirs[0] * 0.45 * lengths[0], 0.95, 0.82, {b: 1.0}, 0.0),
-            (joints[1], 0.93, 0.80, {b: 0.5, b + 1: 0.5}, 0.0012),
-            (joints[2], 0.84, 0.72, {b + 1: 0.5, b + 2: 0.5}, 0.0008),
+            (joints[1], 0.93, 0.80, {b: 0.5, b + 1: 0.5}, 0.0022),
+            (joints[2], 0.84, 0.72, {b + 1: 0.5, b + 2: 0.5}, 0.0014),
             (joints[2] + dirs[2] * 0.40 * lengths[2], 0.88, 0.74, {b + 2: 0.8, b + 3: 0.2}, 0.0),
             (joints[3] - dirs[2] * 0.8 * tip_r, 0.86, 0.70, {b + 2: 0.4, b + 3: 0.6}, 0.0),
         ]
