@@ -345,3 +345,19 @@ def test_project_lookup(label_studio, client):  # noqa: F811
         push.find_or_create_project(client, "text project", create=True)
     with pytest.raises(RemoteError, match="404"):
         push.find_or_create_project(client, str(other.id + 1000), create=False)
+
+
+def test_push_an_array_image(label_studio, client, hand_records, hand_images):  # noqa: F811
+    import io
+
+    from PIL import Image
+
+    from handos.io.images import load_image
+
+    rgb = load_image(str(hand_images[0])).rgb  # (H, W, 3) uint8, as the demo holds it
+    res = push.push_records([hand_records[0]], [rgb], label_studio.url, label_studio.token, "array images")
+    again = push.push_records([hand_records[0]], [rgb.copy()], label_studio.url, label_studio.token, "array images")
+    assert res.created == 1 and again.created == 0 and again.task_ids == res.task_ids
+    task = client.tasks.get(id=str(res.task_ids[0]))
+    served = np.asarray(Image.open(io.BytesIO(push._raw_get(client, task.data["image"]))).convert("RGB"))
+    np.testing.assert_array_equal(served, rgb)  # lossless PNG upload
