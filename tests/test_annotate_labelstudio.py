@@ -21,7 +21,6 @@ import pytest
 from annotate import backend, convert, push
 from handos.errors import HandosError, RemoteError
 from labelstudio_server import free_port, label_studio, label_studio_boot  # noqa: F401  (session fixtures)
-from test_annotate_convert import make_record
 
 pytestmark = pytest.mark.labelstudio
 REPO = Path(__file__).resolve().parents[1]
