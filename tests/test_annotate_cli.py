@@ -63,3 +63,36 @@ def test_offline_export_from_a_downloaded_file(tmp_path, no_key):
     (tmp_path / "bad.json").write_text('{"not": "a list"}')
     with pytest.raises(InputError, match="not a Label Studio JSON export"):
         cli.main(["--export", str(tmp_path / "t.json"), "--from-file", str(tmp_path / "bad.json")])
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_prediction_shards_are_read_and_their_images_found(tmp_path, fmt, no_key):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    import numpy as np
+
+    from annotate.push import encode_png
+
+    (tmp_path / "imgs").mkdir()
+    recs = []
+    for i in range(5):
+        rec = make_record(i)
+        rec["file"] = f"imgs/{i}.png"  # relative, as `handos predict` writes what it was given
+        (tmp_path / rec["file"]).write_bytes(encode_png(np.full((4, 4, 3), i, np.uint8)))
+        recs.append(rec)
+    writer = RecordWriter(str(tmp_path / "preds"), shard_size=2, fmt=fmt)
+    for rec in recs:
+        writer.write(rec)
+    writer.close()
+    # found next to the shard folder's parent (the folder predict ran in) ...
+    predicted, to_predict = cli.gather([str(tmp_path / "preds")], None)
+    assert to_predict == [] and [r for r, _ in predicted] == recs
+    assert [p for _, p in predicted] == [tmp_path / r["file"] for r in recs]
+    # ... or under --image-root when the images moved
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    with pytest.raises(InputError, match="5 image"):
+        cli.gather([str(tmp_path / "preds")], None)
+    (tmp_path / "new").mkdir()
+    (tmp_path / "moved").rename(tmp_path / "new" / "imgs")  # `file` keeps its imgs/ prefix under the new root
+    predicted, _ = cli.gather([str(tmp_path / "preds")], str(tmp_path / "new"))
+    assert [p for _, p in predicted] == [tmp_path / "new" / r["file"] for r in recs]
