@@ -38,8 +38,8 @@ class Placement:
 SCENES: dict[str, tuple[str, list[Placement]]] = {
     "open_palm_wall": ("wall", [Placement("spread", False, (0.15, 0.0, 0.1), (0.0, 0.07, 0.5), (226, 178, 148))]),
     "two_hands_desk": ("wood", [Placement("relaxed", False, (0.3, 0.2, 0.25), (-0.1, 0.06, 0.55), (190, 132, 100)),
-                                Placement("peace", True, (0.25, -0.2, -0.2), (0.11, 0.06, 0.55), (190, 132, 100))]),
-    "pointing_tiles": ("tiles", [Placement("point", False, (0.1, 0.35, -0.3), (0.02, 0.08, 0.48), (140, 92, 66))]),
+                                Placement("three", True, (0.25, -0.2, -0.2), (0.11, 0.06, 0.55), (190, 132, 100))]),
+    "relaxed_tiles": ("tiles", [Placement("relaxed", False, (0.1, 0.35, -0.3), (0.02, 0.08, 0.45), (140, 92, 66))]),
     "ok_bokeh": ("bokeh", [Placement("ok", True, (0.2, -0.3, 0.15), (0.0, 0.07, 0.47), (236, 196, 170))]),
 }
 
