@@ -475,6 +475,7 @@ def test_median_click_to_result_640x480(demo_server, artifacts):
     assert len(times) == 7
 
 
+@pytest.mark.slow  # about 2 min on 2 shared CPU cores
 def test_eight_clients_ten_requests(demo_server, artifacts):
     paths = EXAMPLES
     results: dict[int, list] = {}
