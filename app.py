@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(cfg=cfg, preload=args.preload)
     demo.queue(default_concurrency_limit=cfg.image_concurrency, max_size=cfg.queue_max_size)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=cfg.max_file_size,
-                show_error=False, ssr_mode=False, footer_links=["api"], quiet=False)
+                show_error=False, ssr_mode=False, footer_links=["api"], quiet=False,
+                run_history=False)  # run history would keep inputs (the Label Studio key) in the browser
     return 0
 
 

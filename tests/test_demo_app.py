@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "demo" / "examples").glob("*.jpg"))
 LAYERS = ["boxes", "labels", "skeleton", "mesh"]
 START_TIMEOUT_S = 420
+ENV_SECRET = "handos-test-secret-" + "7" * 21
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -75,8 +76,9 @@ def demo_server(tmp_path_factory) -> Server:
     log = tmp / "server.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp / "gradio"), PYTHONUNBUFFERED="1",
                TMPDIR=str(tmp))
-    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "LABEL_STUDIO_URL"):
         env.pop(name, None)
+    env["LABEL_STUDIO_API_KEY"] = ENV_SECRET  # the page and API must never show it
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--preload"],
                                 cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -149,6 +151,16 @@ def test_binds_loopback_only(demo_server):
     if tcp6.exists():
         assert not any(line.split()[1].endswith(f":{demo_server.port:04X}") and line.split()[3] == "0A"
                        for line in tcp6.read_text().splitlines()[1:])
+
+
+def test_page_never_shows_the_env_secret_and_keeps_no_run_history(demo_server):
+    with urllib.request.urlopen(demo_server.url + "config", timeout=30) as r:
+        config_text = r.read().decode()
+    with urllib.request.urlopen(demo_server.url, timeout=30) as r:
+        page = r.read().decode()
+    assert ENV_SECRET not in config_text and ENV_SECRET not in page
+    assert json.loads(config_text)["run_history"] is False
+    assert ENV_SECRET not in demo_server.log_text()
 
 
 def test_api_endpoints(client):
@@ -434,6 +446,9 @@ def test_labelstudio_push_errors_never_echo_the_key(client, two_hands):
     port = free_port()  # nothing listens there
     msg = error_of(lambda: client.predict(0.5, 4, f"http://127.0.0.1:{port}", secret, "demo", api_name="/push_labelstudio"))
     assert secret not in msg and "127.0.0.1" in msg
+    # an empty key field falls back to LABEL_STUDIO_API_KEY on the server, which is not shown either
+    msg = error_of(lambda: client.predict(0.5, 4, f"http://127.0.0.1:{port}", "", "demo", api_name="/push_labelstudio"))
+    assert ENV_SECRET not in msg and "127.0.0.1" in msg
 
 
 @pytest.mark.labelstudio
