@@ -131,10 +131,8 @@ class _Cage:
             ids.append(self.vert(p, weights))
         return ids
 
-    def bridge(self, a: list[int], b: list[int], axis_point: np.ndarray) -> None:
-        """Join two 8-rings with quads, matching b's rotation/direction to a by nearest positions."""
-        if not self.topology:
-            return
+    def align(self, a: list[int], b: list[int]) -> list[int]:
+        """Ring b re-ordered (rotation and direction) to best match ring a vertex by vertex."""
         pa = np.stack([self.pos[i] for i in a])
         best = None
         for flip in (False, True):
@@ -145,7 +143,20 @@ class _Cage:
                 cost = np.sum((pa - pa.mean(0) - (pb - pb.mean(0))) ** 2)
                 if best is None or cost < best[0]:
                     best = (cost, cand)
-        bb = best[1]
+        return best[1]
+
+    def between(self, a: list[int], b: list[int], t: float, weights: dict[int, float], puff: float = 1.0) -> list[int]:
+        """A new 8-ring interpolated between rings a and b (b aligned to a), scaled by `puff`."""
+        bb = self.align(a, b)
+        pts = np.stack([(1 - t) * self.pos[i] + t * self.pos[j] for i, j in zip(a, bb)])
+        c = pts.mean(0)
+        return [self.vert(c + (q - c) * puff, weights) for q in pts]
+
+    def bridge(self, a: list[int], b: list[int], axis_point: np.ndarray) -> None:
+        """Join two 8-rings with quads, matching b's rotation/direction to a by nearest positions."""
+        if not self.topology:
+            return
+        bb = self.align(a, b)
         for k in range(8):
             ids = [a[k], a[(k + 1) % 8], bb[(k + 1) % 8], bb[k]]
             cen = np.mean([self.pos[i] for i in ids], axis=0)
@@ -162,8 +173,8 @@ class _Cage:
 
 def _palm_rings(p: Design) -> list[tuple[float, float, float, float]]:
     """(y, x_left, x_right, half thickness) of the four palm rings from the wrist stub up."""
-    rows = [(0.020, -0.0255, 0.0255, 0.0165), (0.0, -0.029, 0.0285, 0.0170),
-            (-0.028, -0.0415, 0.0355, 0.0160), (-0.054, -0.0485, 0.0400, 0.0148)]
+    rows = [(0.020, -0.0255, 0.0255, 0.0165), (0.0, -0.029, 0.0315, 0.0170),
+            (-0.028, -0.0415, 0.0405, 0.0160), (-0.054, -0.0485, 0.0415, 0.0148)]
     return [(y * p.palm_length, xl * p.palm_width, xr * p.palm_width, z * p.thickness) for y, xl, xr, z in rows]
 
 
@@ -205,11 +216,14 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
             if r == 3 and 3 <= c <= 8:
                 zf += 0.0015 * p.thickness  # hollow of the palm
             zb = hz * edge
-            front[r][c] = cg.vert([x, y, zf], palm_w(r, c, "front"))
-            back[r][c] = cg.vert([x, y, zb], palm_w(r, c, "back"))
+            web = r == 3 and c == ncol - 1  # the thumb web corner: lower and further out, no pinch
+            xw, yw = (x + 0.003 * p.palm_width, y + 0.006 * p.palm_length) if web else (x, y)
+            front[r][c] = cg.vert([xw, yw, zf], palm_w(r, c, "front"))
+            back[r][c] = cg.vert([xw, yw, zb], palm_w(r, c, "back"))
         mid_l[r] = cg.vert([xl - 0.004 * p.palm_width, y, 0.0], {W: 1.0})
-        mid_r[r] = None if r == 2 else cg.vert([xr + 0.004 * p.palm_width, y, -0.002],
-                                               {W: 0.6, T1: 0.4} if r in (1, 3) else {W: 1.0})
+        yr = y + (0.008 * p.palm_length if r == 3 else 0.0)
+        xr_mid = xr + (0.008 if r == 3 else 0.004) * p.palm_width
+        mid_r[r] = None if r == 2 else cg.vert([xr_mid, yr, -0.002], {W: 0.6, T1: 0.4} if r in (1, 3) else {W: 1.0})
 
     # top ring: one 3x3 patch boundary per finger (columns 0-2 pinky, 3-5 ring, 6-8 middle, 9-11 index)
     top_mid = [0] * ncol
@@ -293,7 +307,7 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
     tl = [np.linalg.norm(tj[k + 1] - tj[k]) for k in range(3)]
     th = p.thickness * 1.10
     spec = [
-        (tj[0] + tdirs[0] * 0.50 * tl[0], tdirs[0], 0.0150, 0.0130, {T1: 1.0}, 0.0),
+        (tj[0] + tdirs[0] * 0.72 * tl[0], tdirs[0], 0.0135, 0.0118, {T1: 1.0}, 0.0),
         (tj[1], tdirs[0], 0.0110, 0.0095, {T1: 0.5, T2: 0.5}, 0.0012),
         (tj[2], 0.5 * (tdirs[1] + tdirs[2]), 0.0102, 0.0085, {T2: 0.5, T3: 0.5}, 0.0008),
         (tj[2] + tdirs[2] * 0.40 * tl[2], tdirs[2], 0.0103, 0.0085, {T3: 0.8, T4: 0.2}, 0.0),
@@ -301,10 +315,15 @@ def build_cage(p: Design, topology: bool = True) -> tuple[np.ndarray, np.ndarray
     ]
     prev = patch
     prev_c = np.mean([cg.pos[i] for i in patch], axis=0)
-    for cen, d, fw, fh, wts, kn in spec:
+    for n, (cen, d, fw, fh, wts, kn) in enumerate(spec):
         d = _unit(d)
         u, lat = thumb_frame(d)
         ring = cg.ring(cen, lat, u, fw * th, fh * th, wts, kn * p.thickness)
+        if n == 0:  # a softening ring between the palm's side wall and the thumb (the thenar web)
+            mid = cg.between(patch, ring, 0.5, {W: 0.45, T1: 0.55}, puff=1.08)
+            mid_c = np.mean([cg.pos[i] for i in mid], axis=0)
+            cg.bridge(prev, mid, 0.5 * (prev_c + mid_c))
+            prev, prev_c = mid, mid_c
         cg.bridge(prev, ring, 0.5 * (prev_c + cen))
         prev, prev_c = ring, cen
     cg.cap(prev, tj[3] + tdirs[2] * 0.0025, {T4: 1.0}, tdirs[2])
@@ -389,7 +408,7 @@ def fit_regressor(verts: np.ndarray, weights: np.ndarray, target: np.ndarray, ra
         wk = effective_weights(weights)[idx, k][:, None]
         n = len(idx)
         big, lam = 100.0, 0.02
-        a = np.concatenate([big * np.ones((1, n)), big * v.T / 0.01, big * (wk * v).T / 0.01, lam * np.eye(n)])
+        a = np.concatenate([big * np.ones((1, n)), big * v.T / 0.01, big * (wk * v).T / 0.002, lam * np.eye(n)])
         bvec = np.concatenate([[big], np.zeros(6), lam * np.full(n, 1.0 / n)])
         x = nnls(a, bvec)
         reg[k, idx] = x / x.sum()
