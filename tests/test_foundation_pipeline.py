@@ -318,6 +318,7 @@ class _FakeLandmarks(torch.nn.Module):
 
 
 def _fake_foundation(presence=0.9, **cfg) -> Foundation:
+    cfg.setdefault("recall_boost", False)
     f = Foundation(_FakePalm(), _FakeLandmarks(presence), FoundationConfig(**cfg))
     f.feature_dim = 12
     return f
@@ -389,13 +390,40 @@ def test_detect_rejects_bad_input(textured_images):
     assert len(f.detect([])) == 0
 
 
+def test_recall_boost_views_fill_free_slots_and_dedup(textured_images):
+    plain = _fake_foundation(max_hands=2)
+    boosted = _fake_foundation(max_hands=2, recall_boost=True, boost_min_presence=0.5)
+    assert boosted.config.recall_boost and FoundationConfig().recall_boost  # on by default
+    a = plain.detect(textured_images)
+    b = boosted.detect(textured_images)
+    # the stand-in palm sits at the same view position in every view: extra candidates land elsewhere in
+    # the image, their (fixed) landmarks differ -> kept; MediaPipe's own hands are unchanged and first
+    assert boosted.palm_net.images > plain.palm_net.images
+    for i in range(3):
+        pa, pb = a.per_image(i), b.per_image(i)
+        assert 1 <= len(pb) <= 2
+        assert torch.equal(b.joints_2d[pb[0]], a.joints_2d[pa[0]]) and not b.boosted[pb[0]]
+        assert b.boosted[pb[1:]].all()
+    # the 160x120 images are elongated enough for long-side tiles (3) plus the zoomed-out letterbox
+    assert boosted._boost_views((160, 120))[0][2] == pytest.approx(1.5 * 160)
+    assert len(boosted._boost_views((160, 120))) == 1 + 3 and len(boosted._boost_views((100, 100))) == 1
+    # duplicates: the same landmarks twice -> one hand
+    dup = b.select(torch.tensor([0, 0]))
+    dup.boosted = torch.tensor([False, True])
+    assert len(boosted._dedup(dup, 2)) == 1
+    # presence below boost_min_presence -> boosted candidates dropped, MediaPipe's kept
+    strict = _fake_foundation(max_hands=2, recall_boost=True, boost_min_presence=0.95)
+    assert strict.detect(textured_images).boosted.sum().item() == 0
+
+
 # ----------------------------------------------------------------------------- real weights, real images
 @pytest.fixture(scope="module")
 def foundation():
+    """MediaPipe-equivalent foundation (recall booster off) with the shipped weights."""
     if not WEIGHTS.exists():
         pytest.skip("converted weights missing: run python -m handos.foundation.convert")
     torch.set_num_threads(2)
-    return Foundation.load("cpu")
+    return Foundation.load("cpu", config=FoundationConfig(recall_boost=False))
 
 
 @pytest.fixture(scope="module")
@@ -428,6 +456,30 @@ def test_end_to_end_parity_with_mediapipe(foundation, ge_images, tmp_path):
     errs = torch.cat(errs)
     assert (errs <= 1.0).float().mean().item() >= 0.95, errs.max()
     assert max(hand_err) < 0.02
+
+
+def test_recall_boost_finds_more_hands_on_real_images(foundation, realdata):
+    """panoptic: MediaPipe finds 3 of 4 hands; the booster adds the 4th, keeps MediaPipe's 3 unchanged."""
+    ann = json.loads((realdata / "panoptic" / "derived_annotations.json").read_text())
+    imgs = [cv2.cvtColor(cv2.imread(str(realdata / "panoptic" / im["file"])), cv2.COLOR_BGR2RGB)
+            for im in ann["images"]]
+    plain = foundation.detect(imgs)
+    boosted = Foundation(foundation.palm_net, foundation.landmark_net, FoundationConfig(recall_boost=True)).detect(imgs)
+    assert len(boosted) > len(plain)
+    gts = [np.array(h["joints_2d"], float) for im in ann["images"] for h in im["hands"]]
+    gi = [i for i, im in enumerate(ann["images"]) for _ in im["hands"]]
+
+    def found(out):
+        n = 0
+        for g, i in zip(gts, gi):
+            side = (g.max(0) - g.min(0)).max()
+            d = [np.linalg.norm(out.joints_2d[j].numpy() - g, axis=1).mean() for j in out.per_image(i).tolist()]
+            n += bool(d) and min(d) < 0.5 * side
+        return n
+
+    assert found(boosted) == len(boosted) > found(plain)  # every extra hand is a real hand
+    mp_own = boosted.select(~boosted.boosted)
+    assert torch.allclose(mp_own.joints_2d, plain.joints_2d, atol=1e-3)  # batch size changes GEMM rounding
 
 
 def test_real_image_tracking_reproduces_detection(foundation, ge_images):
