@@ -1,6 +1,6 @@
 """Recall, false positives and PCK2D of the foundation's own joints on ../shared/realdata sets.
 
-    python tests/parity/foundation_metrics.py [--boost] [--sets ge2019_realworld interhand26m ...]
+    python tests/parity/foundation_metrics.py [--no-boost] [--sets ge2019_realworld interhand26m ...]
 
 Metrics as the design's eval contract (section 3.2): Hungarian matching on mean 2D joint distance, a
 match needs that distance < 0.5 x the max side of the tight GT joint box; PCK2D@a over all labelled GT
@@ -72,7 +72,7 @@ def load_set(name: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--boost", action="store_true", help="FoundationConfig(recall_boost=True)")
+    ap.add_argument("--no-boost", action="store_true", help="FoundationConfig(recall_boost=False): MediaPipe exactly")
     ap.add_argument("--sets", nargs="+", default=["ge2019_realworld", "interhand26m", "panoptic", "freihand",
                                                    "onehand10k", "rhd"])
     ap.add_argument("--threads", type=int, default=2)
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     kw = {k: type(getattr(FoundationConfig(), k))(v) if not isinstance(getattr(FoundationConfig(), k), bool)
           else v.lower() in ("1", "true", "yes") for k, v in (s.split("=") for s in args.set_config)}
-    cfg = FoundationConfig(recall_boost=args.boost, **kw)
+    cfg = FoundationConfig(recall_boost=not args.no_boost, **kw)
     f = Foundation.load("cpu", config=cfg)
     report = {}
     for s in args.sets:
