@@ -51,6 +51,25 @@ def test_coverage_background_and_pixel_centres():
     assert (face == -1).all()
 
 
+def test_empty_inputs():
+    depth, face = rasterize(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), K, 8, 8)
+    assert (face == -1).all() and torch.isinf(depth).all()
+    img = np.full((8, 8, 3), 7, np.uint8)
+    assert (draw_hands(img, []) == 7).all()
+
+
+def test_skeleton_with_missing_joints(hm):
+    img = np.zeros((400, 400, 3), np.uint8)
+    kp = np.stack([np.linspace(20, 380, 21), np.linspace(20, 380, 21)], 1)
+    kp[8] = np.nan
+    hand = Hand(id=0, score=0.5, handedness="left", handedness_score=0.5, bbox_xyxy=np.array([2.0, 2, 62, 62]),
+                keypoints_2d=kp, keypoints_score=np.ones(21), joints_3d=np.zeros((21, 3)), cam_t=np.zeros(3))
+    out = draw_hands(img, [hand], show_boxes=False, show_labels=False)
+    assert tuple(out[int(kp[12, 1]), int(kp[12, 0])]) == FINGER_COLORS["middle"]
+    c8 = int(20 + 8 * 18)  # where joint 8 would be
+    assert not (out[c8 - 3:c8 + 4, c8 - 3:c8 + 4] == FINGER_COLORS["index"]).all(-1).any(), "no index tip drawn"
+
+
 def test_depth_is_perspective_correct():
     # a plane tilted in depth: z = 1 + x
     v = torch.tensor([[-0.3, -0.2, 0.7], [0.3, -0.2, 1.3], [0.3, 0.2, 1.3], [-0.3, 0.2, 0.7]])

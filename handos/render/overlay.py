@@ -45,15 +45,17 @@ def _label(img: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, in
 
 def draw_skeleton(img: np.ndarray, keypoints: np.ndarray, width: int) -> None:
     """Draw the 20 bones and 21 joints of (21, 2) pixel keypoints in place."""
-    pts = np.asarray(keypoints, dtype=np.float64)
-    if not np.all(np.isfinite(pts)):
-        return
+    pts = np.asarray(keypoints, dtype=np.float64).reshape(21, 2)
+    ok = np.all(np.isfinite(pts), axis=1) & np.all(np.abs(pts) < 1e6, axis=1)  # missing joints are skipped
     shift = 4  # sub-pixel precision for cv2
-    p = np.round(pts * (1 << shift)).astype(np.int64)
+    p = np.round(np.where(ok[:, None], pts, 0.0) * (1 << shift)).astype(np.int64)
     for (a, b), color in zip(BONES, BONE_COLORS):
-        cv2.line(img, tuple(map(int, p[a])), tuple(map(int, p[b])), color, width + 1, cv2.LINE_AA, shift)
+        if ok[a] and ok[b]:
+            cv2.line(img, tuple(map(int, p[a])), tuple(map(int, p[b])), color, width + 1, cv2.LINE_AA, shift)
     r = (width + 2) * (1 << shift)
     for j, color in enumerate(JOINT_COLORS):
+        if not ok[j]:
+            continue
         cv2.circle(img, tuple(map(int, p[j])), r, color, -1, cv2.LINE_AA, shift)
         cv2.circle(img, tuple(map(int, p[j])), r, (30, 30, 30), 1, cv2.LINE_AA, shift)
 
