@@ -3,13 +3,14 @@
 The shipped safetensors (`handos/weights/*_full.safetensors`, made by
 `python -m handos.foundation.convert`) hold the weights and the tflite op list; `TFLiteGraph`
 replays that list op by op with torch functions (explicit TF 'SAME' padding, depthwise convs as
-grouped convs, per-channel PReLU, half-pixel bilinear resize, ...). Activations are NCHW inside;
-4D tensors are permuted to NHWC only where tflite semantics need it (RESHAPE). Needs only torch and
+grouped convs, 1x1 convs as GEMMs, per-channel PReLU, half-pixel bilinear resize, ...).
+Activations are NCHW-shaped with channels-last memory (tflite's NHWC order, oneDNN's fast path);
+tflite axes are mapped where it matters (RESHAPE, CONCATENATION, MEAN, PAD). Needs only torch and
 safetensors at run time.
 
 Input normalisation (read off the subgraphs serialised in mediapipe 0.10.21's
-`_framework_bindings*.so`, `ImageToTensorCalculatorOptions`; NOT the older published pbtxt, which
-said [-1, 1] for the palm model):
+`_framework_bindings*.so`, `ImageToTensorCalculatorOptions`; older MediaPipe palm models took
+[-1, 1], this one does not):
 - palm detector: RGB letterboxed to 192x192 (keep_aspect_ratio, BORDER_ZERO: black border),
   float range **[0, 1]** (`output_tensor_float_range { min: 0 max: 1 }`, x = rgb / 255).
 - landmark net: RGB rotated ROI crop 224x224 (keep_aspect_ratio), float range **[0, 1]** (x = rgb / 255).
