@@ -16,8 +16,8 @@ import torch
 # per pose row (15), per local axis (flex, abd, twist): (low, high) in radians
 _FINGER_LIMITS = [
     [(-0.30, 1.65), (-0.35, 0.35), (-0.15, 0.15)],  # MCP
-    [(-0.05, 1.85), (-0.06, 0.06), (-0.08, 0.08)],  # PIP
-    [(-0.20, 1.45), (-0.05, 0.05), (-0.08, 0.08)],  # DIP
+    [(-0.05, 2.00), (-0.06, 0.06), (-0.08, 0.08)],  # PIP
+    [(-0.20, 1.50), (-0.05, 0.05), (-0.08, 0.08)],  # DIP
 ]
 _THUMB_LIMITS = [
     [(-0.45, 0.95), (-0.45, 1.05), (-0.45, 0.70)],  # CMC
@@ -115,7 +115,7 @@ def sample_local(n: int, generator: torch.Generator | None = None, kind: str | N
     for f in range(1, 5):
         c = curl[:, f]
         nat[:, 3 * f, 0] = c * 1.55 + 0.15 * randn(n)
-        nat[:, 3 * f + 1, 0] = c * 1.7 + 0.15 * randn(n)
+        nat[:, 3 * f + 1, 0] = c * 1.9 + 0.15 * randn(n)
         nat[:, 3 * f + 2, 0] = nat[:, 3 * f + 1, 0] * (0.55 + 0.2 * rand(n))
         nat[:, 3 * f, 1] = (0.25 - 0.17 * f) * rand(n) * (1 - c) + 0.05 * randn(n)
     c = curl[:, 0]
