@@ -108,6 +108,7 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     print("\nsynthetic clip:", json.dumps(report))
     assert err["recall"] >= 0.9 and err["ids_per_true_hand"] == 1
     assert err["mean_err_2d_px"] < 0.15 * size
+    assert err["mpjpe_root_relative_mm"] < 60.0  # a random-init decoder gives ~120 mm here
     assert len(report["handedness"]) == 1
 
 
