@@ -444,17 +444,21 @@ def test_end_to_end_parity_with_mediapipe(foundation, ge_images, tmp_path):
     ref = np.load(ref_path)
     out = foundation.detect(imgs)
     assert out.image_index.bincount(minlength=len(imgs)).tolist() == ref["count"].tolist()
-    errs, hand_err = [], []
+    errs, z_err, world_err, hand_err = [], [], [], []
     for k in range(len(ref["image_index"])):
         cand = out.per_image(int(ref["image_index"][k]))
         d = torch.stack([torch.linalg.norm(out.joints_2d[j].double() - torch.tensor(ref["landmarks_px"][k, :, :2]), dim=-1)
                          for j in cand])
         j = int(d.mean(1).argmin())
         errs.append(d[j])
+        z_err.append((out.joints_z[cand[j]].double() - torch.tensor(ref["landmarks_px"][k, :, 2])).abs())
+        world_err.append((out.world[cand[j]].double() - torch.tensor(ref["world"][k])).abs().max().item())
         lab, sc = ref["handedness_label"][k], ref["handedness_score"][k]
         hand_err.append(abs(out.mp_handedness[cand[j]].item() - (sc if lab == "Right" else 1 - sc)))
-    errs = torch.cat(errs)
+    errs, z_err = torch.cat(errs), torch.cat(z_err)
     assert (errs <= 1.0).float().mean().item() >= 0.95, errs.max()
+    assert (z_err <= 1.0).float().mean().item() >= 0.95, z_err.max()  # z in px: MediaPipe's z x width
+    assert np.median(world_err) < 2e-3  # metres
     assert max(hand_err) < 0.02
 
 
