@@ -330,7 +330,7 @@ class Foundation:
             rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
             r0, s0_, f0 = base[j]
             if r0.shape[0] and rois.shape[0]:  # drop candidates that are MediaPipe's own palms again
-                new = ~(box_iou(det.boxes, base_palms[j].to(det.boxes)) > cfg.association_iou).any(1).cpu()
+                new = ~(box_iou(det.boxes, base_palms[j].to(det.boxes)) > cfg.association_iou).any(1)
                 rois, det = rois[new], PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
             free = max(max_hands - r0.shape[0], 0)  # only fill the slots MediaPipe left free
             rois, det = rois[:free], PalmDetections(det.boxes[:free], det.keypoints[:free], det.scores[:free])
@@ -373,6 +373,7 @@ class Foundation:
             cand = []
             if i in palms:
                 pr, ps, pb = palms[i]
+                pr = pr.cpu()
                 cand += [(pr[k], float(ps[k]), -1, bool(pb[k])) for k in range(pr.shape[0])]
             cand += [(carried[i][k], float("nan"), k, False) for k in range(carried[i].shape[0])]
             kept: list[tuple] = []
