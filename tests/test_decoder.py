@@ -157,3 +157,22 @@ def test_save_load_roundtrip(decoder, batch, hand_model, tmp_path):
 
     with pytest.raises(ModelError):
         load_decoder(tmp_path / "missing")
+
+
+def test_wrist_joint_map_moves_only_the_wrist():
+    from handos.model.decoder import wrist_joint_map
+
+    assert torch.equal(wrist_joint_map((0.0, 0.0, 0.0)), torch.eye(21))
+    m = wrist_joint_map((0.2, 0.02, -0.5))
+    assert torch.allclose(m.sum(1), torch.ones(21))  # affine: translations pass through
+    assert torch.equal(m[1:], torch.eye(21)[1:])
+    j = torch.randn(2, 21, 3)
+    moved = torch.einsum("jk,nkd->njd", m, j)
+    expect = j[:, 0] + 0.2 * (j[:, 5] - j[:, 0]) + 0.02 * (j[:, 17] - j[:, 0]) - 0.5 * (j[:, 1] - j[:, 0])
+    assert torch.allclose(moved[:, 0], expect, atol=1e-6)
+
+
+def test_refine_2d_switch(hand_model, batch):
+    cfg = DecoderConfig(**{**TINY.__dict__, "refine_2d": False})
+    dec = HandOSDecoder(cfg, hand_model).eval()
+    assert torch.equal(dec(batch).joints_2d, batch.joints_2d)
