@@ -582,3 +582,14 @@ def test_missing_or_absurd_stream_rates_are_treated_as_unknown():
 
     assert [_rate(v) for v in (None, 0, Fraction(0, 1), float("inf"), 5000, -30)] == [None] * 6
     assert _rate(Fraction(30000, 1001)) == pytest.approx(29.97, abs=1e-2)
+
+
+def test_bench_clip_reports_both_modes():
+    """bench_clip (what `handos bench` calls) times ROI tracking and per-frame detection on the same frames."""
+    from handos.video.bench import bench_clip
+
+    frames = [blob_frame({"right": (30 + 2 * i, 60.0), "left": (120 - 2 * i, 80.0)}) for i in range(6)]
+    r = bench_clip(BlobModel(), frames=frames, hands=2, end_to_end=False)
+    assert r["frames"] == 6 and r["hands_found_per_frame_tracked"] == 2 and r["hands_found_per_frame_detect"] == 2
+    assert r["detector_frames_tracked"] == 1 and r["roi_tracking"] is True
+    assert r["fps_tracked"] > 0 and r["fps_detect_every_frame"] > 0
