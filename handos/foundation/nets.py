@@ -23,6 +23,7 @@ Input normalisation (read off the subgraphs serialised in mediapipe 0.10.21's
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,27 @@ class TFLiteGraph(nn.Module):
             y = y.contiguous(memory_format=_CL)
         return y
 
+    def fast(self) -> nn.Module:
+        """The compiled inference replay of this graph (`handos.foundation.fast.FastGraph`), built once.
+
+        Rebuilt when the graph's buffers move (`.to(device, dtype)`); same outputs as `forward`.
+        """
+        p = next(iter(self.buffers()))
+        key = (p.device, p.dtype, p.data_ptr())
+        cache = self.__dict__.get("_fast_cache")
+        if cache is None or cache[0] != key:
+            from handos.foundation.fast import FastGraph
+
+            cache = (key, FastGraph(self))
+            self.__dict__["_fast_cache"] = cache  # not a submodule: no state of its own
+        return cache[1]
+
+    def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`forward` for inference: the fast replay unless $HANDOS_FAST_REPLAY=0 (or grad is on)."""
+        if torch.is_grad_enabled() or os.environ.get("HANDOS_FAST_REPLAY", "1") == "0":
+            return self(x)
+        return self.fast()(x)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, 3, H, W) NCHW -> {output name: tensor, tap name: tensor} (batched over B)."""
         g = self.graph
@@ -213,7 +235,7 @@ class PalmDetector(nn.Module):
         (MediaPipe clips them to +-100 and applies a sigmoid).
         """
         _check_input(x, self.input_size)
-        out = self.graph(x)
+        out = self.graph.infer(x)
         return out["regressors"], out["scores"]
 
 
@@ -246,7 +268,7 @@ class LandmarkNet(nn.Module):
         ~0.1 crop px; bfloat16 drifts by ~2 px (not recommended).
         """
         _check_input(x, self.input_size)
-        out = self.graph(x)
+        out = self.graph.infer(x)
         b = x.shape[0]
         return {
             "landmarks": out["landmarks"].reshape(b, 21, 3),
