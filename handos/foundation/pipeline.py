@@ -303,9 +303,13 @@ class Foundation:
                      letterbox_raw, lb_rois: torch.Tensor) -> list:
         """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own per image."""
         cfg = self.config
+        # boosted hands only fill slots MediaPipe left free: images already holding max_hands need no extra pass
+        need = [j for j in range(len(which)) if base[j][0].shape[0] < max_hands]
+        if not need:
+            return base
         sizes = imgs.sizes[torch.tensor(which)]
         vidx, views = [], []
-        for j, i in enumerate(which):
+        for j in need:
             for v in self._boost_views(tuple(sizes[j].tolist())):
                 vidx.append(j)
                 views.append(v)
@@ -321,6 +325,9 @@ class Foundation:
             cands.append((vi,) + self._palm_candidates(imgs, torch.tensor(which)[vi], torch.tensor(views, dtype=torch.float64)))
         out = []
         for j in range(len(which)):
+            if base[j][0].shape[0] >= max_hands:
+                out.append(base[j])
+                continue
             bs, ks, ss = [], [], []
             for owner, b, k, s in cands:
                 for v in torch.nonzero(owner == j).flatten().tolist():
