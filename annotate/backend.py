@@ -63,7 +63,7 @@ class ImageFetcher:
         if not self.ls_url:
             return None
         p = urllib.parse.urlsplit(self.ls_url)
-        return p.scheme, (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
+        return p.scheme, host_id(p.hostname), p.port or (443 if p.scheme == "https" else 80)
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header for the configured key (legacy token or personal access token)."""
@@ -95,7 +95,7 @@ class ImageFetcher:
         if parts.scheme not in ("http", "https"):
             raise InputError(f"refusing to fetch a {parts.scheme!r} URL; only the configured Label Studio is read")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        if self.origin() != (parts.scheme, (parts.hostname or "").lower(), port):
+        if self.origin() != (parts.scheme, host_id(parts.hostname), port):
             raise InputError(f"refusing to fetch images from {parts.hostname}:{port}; this backend only reads "
                              f"from {self.ls_url or 'no Label Studio (none configured)'}")
         if parts.path.startswith("/data/local-files") and self.local_root is not None:
@@ -146,6 +146,15 @@ class ImageFetcher:
                 return b"".join(chunks)
         except httpx.TransportError as err:
             raise RemoteError(f"cannot reach Label Studio at {self.ls_url} to fetch a task image ({type(err).__name__})") from None
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def host_id(hostname: str | None) -> str:
+    """A host name for comparison: lower case, with the loopback names of this machine taken as one."""
+    h = (hostname or "").lower().strip("[]")
+    return "loopback" if h in LOOPBACK_NAMES else h
 
 
 IMAGE_VAR = re.compile(r"<Image\b[^>]*?\bvalue=\"\$([A-Za-z0-9_]+)\"", re.S)

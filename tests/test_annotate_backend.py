@@ -118,6 +118,7 @@ def test_fetcher_allows_only_the_configured_label_studio(tmp_path):
                 "file:///etc/passwd", "ftp://127.0.0.1:8080/a.jpg"):
         with pytest.raises(InputError, match="refusing"):
             f.fetch(url)
+    assert backend.host_id("LOCALHOST") == backend.host_id("127.0.0.1") == backend.host_id("[::1]") != backend.host_id("10.0.0.1")
     with pytest.raises(InputError, match="MB"):
         f.fetch("data:image/png;base64," + base64.b64encode(b"x" * 500).decode())
     assert "k" * 40 not in repr(f)
