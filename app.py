@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     from demo.layout import build_demo
 
     cfg = DemoConfig(max_file_size=args.max_file_size, default_device=args.device)
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
     demo = build_demo(cfg=cfg, preload=args.preload)
     demo.queue(default_concurrency_limit=cfg.image_concurrency, max_size=cfg.queue_max_size)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=cfg.max_file_size,

@@ -21,6 +21,14 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+def _cpus() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class DemoConfig:
     """What the demo accepts and how many requests it runs at once."""
@@ -38,3 +46,7 @@ class DemoConfig:
     ls_url_env: str = "LABEL_STUDIO_URL"
     ls_key_env: str = "LABEL_STUDIO_API_KEY"
     state_ttl_s: int = 3600
+    # intra-op threads per request: the CPU shared among the requests that run at once (1 on 2 cores);
+    # more threads than free cores make OpenMP spin and one request many times slower
+    torch_threads: int = field(default_factory=lambda: _env_int(
+        "HANDOS_DEMO_TORCH_THREADS", max(1, _cpus() // max(1, _env_int("HANDOS_DEMO_IMAGE_CONCURRENCY", 2)))))

@@ -11,7 +11,7 @@ from handos.io.schema import Hand
 
 MIN_SPAN_M = 0.15  # each axis shows at least this much, so one flat hand still reads as 3D
 # Looking from just behind and above the camera, so the hands appear as in the image but in depth.
-DEFAULT_CAMERA = dict(up=dict(x=0, y=-1, z=0), eye=dict(x=-0.5, y=-0.5, z=-2.0), center=dict(x=0, y=0, z=0))
+DEFAULT_CAMERA = dict(up=dict(x=0, y=-1, z=0), eye=dict(x=-0.6, y=-0.6, z=-2.6), center=dict(x=0, y=0, z=0))
 
 
 def finger_chains() -> list[list[int]]:
