@@ -357,9 +357,18 @@ class Foundation:
     @torch.no_grad()
     def detect(self, images: list[np.ndarray], rois: list | None = None,
                max_hands: int | None = None) -> FoundationOutput:
-        """Hands in a batch of (H,W,3) uint8 RGB images; `rois[i]` (k,5) px carried from the last frame."""
+        """Hands in a batch of (H,W,3) uint8 RGB images; `rois[i]` (k,5) px carried from the last frame.
+
+        images: list of B arrays (sizes may differ; same-size images are cropped in one batch).
+        rois: None (static images: palm detection everywhere) or one entry per image, None or (k,5)
+            [cx, cy, w, h, rot] px (e.g. the previous frame's `next_roi`); the palm detector runs only
+            on images with fewer than `max_hands` carried ROIs, and a detected ROI that overlaps a carried
+            one is replaced by it (MediaPipe's tracking). Hands below `min_presence` are dropped (lost).
+        max_hands: hands per image (default `config.max_hands`).
+        Returns a FoundationOutput over all images (hands ordered by image, then MediaPipe's ROI order).
+        """
         cfg = self.config
-        mh = int(max_hands or cfg.max_hands)
+        mh = cfg.max_hands if max_hands is None else int(max_hands)
         if mh < 1:
             raise InputError(f"max_hands must be >= 1, got {mh}")
         imgs_np = _check_images(images)
@@ -376,7 +385,6 @@ class Foundation:
         # earlier one (axis-aligned IoU > association_iou) replaces it.
         all_rois, img_idx, src_score, roi_index, is_boost = [], [], [], [], []
         for i in range(B):
-            r_list, s_list, ri_list, b_list = [], [], [], []
             cand = []
             if i in palms:
                 pr, ps, pb = palms[i]
