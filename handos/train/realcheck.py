@@ -57,7 +57,7 @@ def evidence_from_dump(set_dir: Path, dump_rows: list[dict]) -> tuple[list[dict]
     return recs, inp
 
 
-def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
+def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput, limit: int | None = None) -> dict:
     """Metrics of decoder outputs (and MediaPipe's own landmarks) against the set's ground truth."""
     ann = json.loads((set_dir / "derived_annotations.json").read_text())
     by_file: dict[str, list[int]] = {}
@@ -66,7 +66,7 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
     bias: list[float] = []
     pa, pa_mp, rr, rr_mp, depth, hand_ok, pck05, pck05_mp, err2d = [], [], [], [], [], [], [], [], []
     n_gt = n_joints = 0
-    for im in ann["images"]:
+    for im in [im for im in ann["images"] if im.get("camera")][:limit]:
         dets = by_file.get(im["file"], [])
         gts = [h for h in im["hands"] if h.get("joints_3d") is not None]
         n_gt += len(gts)
@@ -99,14 +99,14 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput) -> dict:
             "mediapipe": {"pa_mpjpe_mm": m(pa_mp), "mpjpe_rr_mm": m(rr_mp), "pck2d@0.05": sum(pck05_mp) / max(n_joints, 1)}}
 
 
-def evidence_from_foundation(set_dir: Path, device: str = "cpu") -> tuple[list[dict], DecoderInput]:
+def evidence_from_foundation(set_dir: Path, device: str = "cpu", limit: int | None = None) -> tuple[list[dict], DecoderInput]:
     """Run handos.foundation on the set's images; DecoderInput for every detected hand."""
     from handos.foundation import Foundation
     from handos.io.images import load_image
     from handos.model.decoder import decoder_inputs_from_foundation
 
     ann = json.loads((set_dir / "derived_annotations.json").read_text())
-    images = [im for im in ann["images"] if im.get("camera")]
+    images = [im for im in ann["images"] if im.get("camera")][:limit]
     found = Foundation.load(device)
     fouts, recs, cams = [], [], []
     for im in images:
@@ -129,17 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, default=Path("runs/mediapipe_dump.json"))
     ap.add_argument("--weights", default=None, help="decoder .safetensors or folder (default: shipped)")
     ap.add_argument("--foundation", action="store_true", help="use handos.foundation instead of the dump")
+    ap.add_argument("--limit", type=int, default=None, help="first N images only")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     dec = load_decoder(args.weights)
     if args.foundation:
-        recs, inp = evidence_from_foundation(args.set)
+        recs, inp = evidence_from_foundation(args.set, limit=args.limit)
     else:
-        rows = json.loads(args.dump.read_text())[args.set.name]
+        rows = json.loads(args.dump.read_text())[args.set.name][:args.limit]
         recs, inp = evidence_from_dump(args.set, rows)
     with torch.no_grad():
         out = dec(inp)
-    res = evaluate(args.set, recs, out, inp)
+    res = evaluate(args.set, recs, out, inp, limit=args.limit)
     res["evidence"] = "handos.foundation" if args.foundation else "MediaPipe 0.10.21 dump"
     print(json.dumps(res, indent=1))
     return 0
