@@ -151,16 +151,16 @@ def crop_images(images: torch.Tensor, image_index: torch.Tensor, rois: torch.Ten
     _, _, H, W = images.shape
     if n == 0:
         return images.new_zeros((0, images.shape[1], size, size))
-    inv = invert_affine(crop_affine(rois.to(torch.float64), size))  # (N,2,3) crop px -> image px
-    # normalised coords for align_corners=False: pixel centre k -> (2k+1)/W - 1
     dev = images.device
-    inv = inv.to(dev, torch.float32)
-    u = torch.arange(size, dtype=torch.float32, device=dev)
-    x = inv[:, 0, 0, None, None] * u[None, None, :] + inv[:, 0, 1, None, None] * u[None, :, None] + inv[:, 0, 2, None, None]
-    y = inv[:, 1, 0, None, None] * u[None, None, :] + inv[:, 1, 1, None, None] * u[None, :, None] + inv[:, 1, 2, None, None]
+    cx, cy, w, h, rot = rois.to(dev, torch.float64).unbind(-1)
+    c, s = torch.cos(rot), torch.sin(rot)
+    t = torch.arange(size, dtype=torch.float64, device=dev) / size - 0.5  # crop coordinate u/S - 0.5
+    # crop (u, v) -> image (x, y) = c + R(rot) @ ((u/S - 0.5) w, (v/S - 0.5) h); u along the last axis
+    x = (cx[:, None, None] + (c * w)[:, None, None] * t[None, None, :] - (s * h)[:, None, None] * t[None, :, None])
+    y = (cy[:, None, None] + (s * w)[:, None, None] * t[None, None, :] + (c * h)[:, None, None] * t[None, :, None])
     if exact:  # OpenCV quantises sample positions to 1/32 px (INTER_TAB_SIZE)
-        x = torch.round(x * 32) / 32
-        y = torch.round(y * 32) / 32
+        x, y = torch.round(x * 32) / 32, torch.round(y * 32) / 32
+    # normalised coords for align_corners=False: pixel centre k -> (2k+1)/W - 1
     grid = torch.stack([(x + 0.5) * (2.0 / W) - 1, (y + 0.5) * (2.0 / H) - 1], -1).to(images.dtype)  # (N,S,S,2)
     src = images[image_index.to(images.device)]
     out = F.grid_sample(src, grid, mode="bilinear", align_corners=False,
