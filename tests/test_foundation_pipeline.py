@@ -496,3 +496,27 @@ def test_real_image_tracking_reproduces_detection(foundation, ge_images):
     err = torch.linalg.norm(again.joints_2d - first.joints_2d, dim=-1).mean(1)
     assert (err < 5.0).all(), err
     assert torch.equal(again.roi_index, torch.zeros(len(again), dtype=torch.long))
+
+
+def test_overlay_artifact(foundation, realdata, artifacts):
+    """Draw ROIs (rotated squares, top edge thick) and joints on real images for a human to look at."""
+    names = [("ge2019_realworld", 0), ("panoptic", 1), ("rhd", 0)]
+    tiles = []
+    for s, k in names:
+        ann = json.loads((realdata / s / "derived_annotations.json").read_text())
+        img = cv2.cvtColor(cv2.imread(str(realdata / s / ann["images"][k]["file"])), cv2.COLOR_BGR2RGB)
+        out = foundation.detect([img])
+        assert len(out) >= 1
+        canvas = img.copy()
+        for j in range(len(out)):
+            c = roi_corners(out.roi[j:j + 1].double())[0].numpy().round().astype(np.int32)
+            cv2.polylines(canvas, [c], True, (255, 255, 0), 2)
+            cv2.line(canvas, tuple(c[0]), tuple(c[1]), (255, 0, 0), 5)  # crop's top edge: towards the fingers
+            for p in out.joints_2d[j].numpy():
+                cv2.circle(canvas, (int(p[0]), int(p[1])), 3, (0, 255, 0), -1)
+            # fingertips lie on the top half of the crop
+            uv = (out.crop_affine[j, :, :2] @ out.joints_2d[j, [8, 12, 16]].T + out.crop_affine[j, :, 2:]).T
+            assert (uv[:, 1] < 150).all()
+        h = 320
+        tiles.append(cv2.resize(canvas, (int(canvas.shape[1] * h / canvas.shape[0]), h)))
+    cv2.imwrite(str(artifacts / "foundation_rois.png"), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
