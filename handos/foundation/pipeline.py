@@ -55,7 +55,8 @@ class FoundationConfig:
     association_iou: ROIs with axis-aligned IoU above this are one hand (graph: 0.5).
     box_pad: `box` = tight box of the 21 landmarks grown by this fraction of its longer side per edge.
     exact_resampling: sample crops as OpenCV does (1/32-px positions, uint8 rounding), for parity.
-    batch_size: max crops per network call.
+    batch_size: max crops per network call; None = 8 on CPU (larger batches fall out of cache and are
+        slower there), 64 on other devices.
     recall_boost: add the extra detector passes below (not MediaPipe; False = exactly MediaPipe Hands).
     boost_zoom_out: with recall_boost, also detect on the letterbox zoomed out by this factor (big hands).
     boost_tile_aspect: ... and on square tiles along the long side of images at least this elongated
@@ -74,7 +75,7 @@ class FoundationConfig:
     association_iou: float = 0.5
     box_pad: float = 0.05
     exact_resampling: bool = True
-    batch_size: int = 64
+    batch_size: int | None = None
     recall_boost: bool = True
     boost_zoom_out: float = 1.5
     boost_tile_aspect: float = 1.25
@@ -92,7 +93,7 @@ class FoundationConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {v}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
@@ -231,12 +232,19 @@ class Foundation:
         device = torch.device(device)
         return cls(load_palm_detector(device, dtype), load_landmark_net(device, dtype), config, device, dtype)
 
+    def _batch_size(self) -> int:
+        """Crops per network call (config.batch_size, or 8 on CPU / 64 elsewhere)."""
+        if self.config.batch_size is not None:
+            return int(self.config.batch_size)
+        return 8 if self.device.type == "cpu" else 64
+
     # ------------------------------------------------------------------ palm detection
     def _run_palm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Palm net on letterboxed inputs (B,3,192,192) in [0,1], batched."""
         regs, logits = [], []
-        for s in range(0, x.shape[0], self.config.batch_size):
-            r, l = self.palm_net(x[s:s + self.config.batch_size].to(self.dtype))
+        bs = self._batch_size()
+        for s in range(0, x.shape[0], bs):
+            r, l = self.palm_net(x[s:s + bs].to(self.dtype))
             regs.append(r.float())
             logits.append(l.float())
         return torch.cat(regs), torch.cat(logits)
@@ -349,8 +357,9 @@ class Foundation:
     def _run_landmarks(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Landmark net on crops (N,3,224,224) in [0,1], batched; outputs float32."""
         outs: list[dict[str, torch.Tensor]] = []
-        for s in range(0, x.shape[0], self.config.batch_size):
-            o = self.landmark_net(x[s:s + self.config.batch_size].to(self.dtype))
+        bs = self._batch_size()
+        for s in range(0, x.shape[0], bs):
+            o = self.landmark_net(x[s:s + bs].to(self.dtype))
             outs.append({k: v.float() for k, v in o.items() if torch.is_tensor(v)})
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
