@@ -79,8 +79,13 @@ def main(argv=None) -> int:
     ap.add_argument("--set-config", nargs="*", default=[], help="key=value FoundationConfig overrides")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    kw = {k: type(getattr(FoundationConfig(), k))(v) if not isinstance(getattr(FoundationConfig(), k), bool)
-          else v.lower() in ("1", "true", "yes") for k, v in (s.split("=") for s in args.set_config)}
+    def parse(k: str, v: str):
+        d = getattr(FoundationConfig(), k)
+        if isinstance(d, bool):
+            return v.lower() in ("1", "true", "yes")
+        return int(v) if d is None else type(d)(v)
+
+    kw = {k: parse(k, v) for k, v in (s.split("=") for s in args.set_config)}
     cfg = FoundationConfig(recall_boost=not args.no_boost, **kw)
     f = Foundation.load("cpu", config=cfg)
     report = {}
