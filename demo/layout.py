@@ -9,7 +9,7 @@ import gradio as gr
 
 from demo.callbacks import TABLE_HEADERS, Callbacks, user_errors
 from demo.clips import ClipCallbacks
-from demo.components import ImageInput
+from demo.components import image_input
 from demo.config import DemoConfig
 from demo.figures import hands_figure
 from demo.models import DEVICES, ModelCache, cuda_available
@@ -47,7 +47,7 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
             with gr.Column(scale=2, min_width=320):
                 with gr.Tabs() as input_tabs:
                     with gr.Tab("Image", id="image"):
-                        image_in = ImageInput(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
+                        image_in = image_input(sources=["upload", "webcam", "clipboard"],
                                               label="Image (any common format; EXIF orientation honoured)",
                                               elem_id="image-input", height=320)
                         run_btn = gr.Button("Find hands", variant="primary", elem_id="run-image")

@@ -115,10 +115,10 @@ def test_layers_from_names():
 def test_webcam_data_url_becomes_a_file():
     from gradio.data_classes import ImageData
 
-    from demo.components import ImageInput
+    from demo.components import image_input
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()
-    path = ImageInput(type="filepath").preprocess(ImageData(url=f"data:image/png;base64,{png}"))
+    path = image_input().preprocess(ImageData(url=f"data:image/png;base64,{png}"))
     assert path.endswith(".png") and open(path, "rb").read().startswith(b"\x89PNG")
 
 
