@@ -25,8 +25,11 @@ Runs on the CPU by default, on CUDA when present."""
 
 
 def example_images() -> list[str]:
-    """The shipped example images (made by `python -m demo.make_examples`)."""
-    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+    """The shipped example images (made by `python -m demo.make_examples`), in the order of its SCENES."""
+    from demo.make_examples import SCENES
+
+    order = {name: i for i, name in enumerate(SCENES)}
+    return [str(p) for p in sorted(EXAMPLES_DIR.glob("*.jpg"), key=lambda p: (order.get(p.stem, len(order)), p.name))]
 
 
 def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfig | None = None,

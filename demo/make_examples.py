@@ -34,13 +34,13 @@ class Placement:
     skin: tuple[int, int, int]
 
 
-# name -> (background kind, hands); rest pose = palm toward the camera, fingers up (handos.hand.template)
-SCENES: dict[str, tuple[str, list[Placement]]] = {
-    "open_palm_wall": ("wall", [Placement("spread", False, (0.15, 0.0, 0.1), (0.0, 0.07, 0.5), (226, 178, 148))]),
-    "two_hands_desk": ("wood", [Placement("relaxed", False, (0.3, 0.2, 0.25), (-0.1, 0.06, 0.55), (190, 132, 100)),
-                                Placement("three", True, (0.25, -0.2, -0.2), (0.11, 0.06, 0.55), (190, 132, 100))]),
-    "relaxed_tiles": ("tiles", [Placement("relaxed", False, (0.1, 0.35, -0.3), (0.02, 0.08, 0.45), (140, 92, 66))]),
-    "ok_bokeh": ("bokeh", [Placement("ok", True, (0.2, -0.3, 0.15), (0.0, 0.07, 0.47), (236, 196, 170))]),
+# rest pose = palm toward the camera, fingers up (handos.hand.template)
+SCENES: dict[str, tuple[str, int, list[Placement]]] = {  # name -> (background, seed, hands)
+    "two_hands_desk": ("wood", 1, [Placement("relaxed", False, (0.3, 0.2, 0.25), (-0.1, 0.06, 0.55), (190, 132, 100)),
+                                   Placement("three", True, (0.25, -0.2, -0.2), (0.11, 0.06, 0.55), (190, 132, 100))]),
+    "open_palm_wall": ("wall", 0, [Placement("spread", False, (0.15, 0.0, 0.1), (0.0, 0.07, 0.5), (226, 178, 148))]),
+    "relaxed_tiles": ("tiles", 2, [Placement("relaxed", False, (0.1, 0.35, -0.3), (0.02, 0.08, 0.45), (140, 92, 66))]),
+    "ok_bokeh": ("bokeh", 3, [Placement("ok", True, (0.2, -0.3, 0.15), (0.0, 0.07, 0.47), (236, 196, 170))]),
 }
 
 
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, (name, (kind, hands)) in enumerate(SCENES.items()):
-        rgb = render_scene(kind, hands, seed=i)
+    for name, (kind, seed, hands) in SCENES.items():
+        rgb = render_scene(kind, hands, seed=seed)
         path = out / f"{name}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         paths.append(path)
