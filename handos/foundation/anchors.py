@@ -7,7 +7,7 @@ fixed anchor size. That gives 24*24*2 + 12*12*6 = 2016 anchors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 

@@ -35,7 +35,7 @@ from handos.errors import ConfigError, InputError
 from handos.foundation.anchors import palm_anchors
 from handos.foundation.palm import (PALM_OPTIONS, PalmDetections, decode_detections, letterbox_rois,
                                     remove_letterbox, weighted_nms)
-from handos.foundation.roi import (LANDMARKS_TO_ROI, axis_aligned_iou, box_iou, crop_affine, crop_images,
+from handos.foundation.roi import (axis_aligned_iou, box_iou, crop_affine, crop_images,
                                    project_landmarks, project_world, roi_from_landmarks, roi_from_palm)
 
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks"]
