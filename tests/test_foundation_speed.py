@@ -1,7 +1,7 @@
 """The fast inference replay (handos.foundation.fast.FastGraph) computes what the plain op-by-op replay does.
 
-Correctness only (no timings): both replays of both nets on random and real inputs, batch 1 and 3, and the
-cache that rebuilds the compiled replay when the weights move.
+Correctness only (no timings): the fast and the TorchScript-traced replays of both nets on random and real
+inputs, batch 1 and 3, and the caches that rebuild them when the weights move or the input shape changes.
 """
 from __future__ import annotations
 
@@ -47,9 +47,11 @@ def test_fast_replay_equals_plain_replay(nets, realdata, which):
             _assert_same(net.graph.fast()(x), net.graph(x))
 
 
-def test_fast_replay_is_what_the_nets_run(nets, monkeypatch):
+@pytest.mark.parametrize("mode", ["jit", "1"])
+def test_fast_replay_is_what_the_nets_run(nets, monkeypatch, mode):
     palm, lm = nets
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setenv("HANDOS_FAST_REPLAY", mode)
     fast = lm(x)
     monkeypatch.setenv("HANDOS_FAST_REPLAY", "0")
     plain = lm(x)
@@ -70,3 +72,15 @@ def test_fast_replay_follows_the_weights_when_moved():
     assert reg.dtype == torch.float64
     with torch.no_grad():
         torch.testing.assert_close(reg, palm.graph(x)["regressors"])
+
+
+def test_traced_replay_is_built_once_per_shape(nets):
+    palm = nets[0]
+    x1 = torch.rand(1, 3, 192, 192, generator=torch.Generator().manual_seed(4))
+    t1 = palm.graph.traced(x1)
+    assert palm.graph.traced(x1.clone()) is t1
+    assert palm.graph.traced(torch.rand(3, 3, 192, 192)) is not t1
+    with torch.no_grad():
+        _assert_same(t1(x1), palm.graph(x1))
+        reg, _ = palm(x1)  # the default CPU path is the traced one
+    torch.testing.assert_close(reg, palm.graph(x1)["regressors"], rtol=1e-5, atol=1e-4)
