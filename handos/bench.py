@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="images to use")
     p.add_argument("--vs", choices=("mediapipe",), default=None, help="also time MediaPipe's own runtime on the same images")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: MediaPipe's XNNPACK runs 1 thread on desktop Linux, and at "
+                        "batch 1 a second thread gains little and collapses when the cores are shared)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--what", default="latency,throughput,video", help="comma list of latency,throughput,ray,video")
     p.add_argument("--out", default=None, help="write the results as JSON here")
