@@ -78,7 +78,8 @@ def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None) -> 
         scene=dict(xaxis=axis("x (m, right)", ranges[0]), yaxis=axis("y (m, down)", ranges[1]),
                    zaxis=axis("z (m, forward)", ranges[2]), aspectmode="data", camera=DEFAULT_CAMERA, dragmode="orbit"),
         margin=dict(l=0, r=0, t=30 if title else 0, b=0), height=480,
-        legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.6)"),
+        # bottom centre: the top-left corner is under gr.Plot's label, the top-right under the mode bar
+        legend=dict(orientation="h", x=0.5, xanchor="center", y=0.01, yanchor="bottom", bgcolor="rgba(255,255,255,0.6)"),
         uirevision="hands",  # keep the user's rotation when the figure updates (e.g. the frame slider)
     )
     if title:
