@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse to append to an existing output")
     p.add_argument("--video-out", default=None, help="for a clip: annotated H.264 mp4")
     p.add_argument("--no-smooth", action="store_true", help="for clips: turn temporal smoothing off")
+    p.add_argument("--keyframes", default=None, help="for clips: save keyframes (JPEG + keyframes.jsonl) here for Label Studio")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="for clips: refuse longer clips (default 10 min)")
+    p.add_argument("--stride", type=int, default=1, help="for clips: process every N-th frame")
     p.add_argument("--ray", action="store_true", help="distribute over a Ray cluster (pip install 'handos[ray]')")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default starts a local one")
     p.add_argument("--num-actors", type=int, default=2, help="Ray: model replicas")
@@ -73,7 +76,8 @@ def main(argv: list[str]) -> int:
                 out = os.path.join(args.out, os.path.splitext(os.path.basename(clip.path))[0] + ".jsonl")
             predict_clip_cli(clip.path, out=out, video_out=args.video_out, smooth=not args.no_smooth,
                              max_hands=model.max_hands, camera=clip.camera, include_vertices=args.vertices,
-                             model=model, progress=not args.quiet)
+                             model=model, progress=not args.quiet, resume=not args.no_resume,
+                             keyframes_dir=args.keyframes, max_seconds=args.max_seconds, stride=args.stride)
         return 0
 
     from tqdm import tqdm

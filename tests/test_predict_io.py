@@ -88,3 +88,10 @@ def test_parquet_shards(tmp_path):
         w.write({"file": f"{i}.png", "hands": [{"id": 0}]})
     w.close()
     assert [r["file"] for r in read_records(tmp_path / "pq")] == ["0.png", "1.png", "2.png"]
+
+
+def test_clip_extensions_match_the_reader():
+    from handos.io.manifest import VIDEO_EXTS
+    from handos.video.reader import VIDEO_SUFFIXES
+
+    assert VIDEO_EXTS == set(VIDEO_SUFFIXES)
