@@ -162,7 +162,7 @@ class TFLiteGraph(nn.Module):
 
         Rebuilt when the graph's buffers move (`.to(device, dtype)`); same outputs as `forward`.
         """
-        p = next(iter(self.buffers()))
+        p = next(iter(self._buffers.values()))  # own buffers only (cheaper than buffers() per call)
         key = (p.device, p.dtype, p.data_ptr())
         cache = self.__dict__.get("_fast_cache")
         if cache is None or cache[0] != key:
