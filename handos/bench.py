@@ -112,11 +112,16 @@ def main(argv: list[str]) -> int:
     cpu = handos.load(device="cpu")
     if "latency" in what:
         results["handos_cpu_latency"] = time_latency(cpu, paths)
+        plain = handos.load(device="cpu")
+        plain.foundation.config.recall_boost = False  # MediaPipe's own path: no extra detector views
+        results["handos_cpu_latency_no_recall_boost"] = time_latency(plain, paths)
         if args.vs == "mediapipe":
             mp = time_mediapipe(paths)
             if mp:
                 results["mediapipe_cpu_latency"] = mp
                 results["latency_ratio_handos_over_mediapipe"] = results["handos_cpu_latency"]["median_ms"] / mp["median_ms"]
+                results["latency_ratio_no_boost_over_mediapipe"] = (
+                    results["handos_cpu_latency_no_recall_boost"]["median_ms"] / mp["median_ms"])
     if "throughput" in what:
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)
         results["cpu_throughput_inline_decode"] = time_throughput(cpu, paths, args.batch_size, workers=0)
