@@ -274,7 +274,7 @@ def bad_inputs() -> dict[str, tuple[str, object]]:
         "bomb_20000": ("huge.png", lambda: png_header_only(20000, 20000)),
         "grayscale": ("gray.png", lambda: encoded(Image.fromarray(rgb).convert("L"), "PNG")),
         "rgba": ("rgba.png", lambda: encoded(Image.fromarray(rgb).convert("RGBA"), "PNG")),
-        "16bit": ("deep.png", lambda: encoded(Image.fromarray((rgb[..., 1].astype(np.uint16) * 257), "I;16"), "PNG")),
+        "16bit": ("deep.png", lambda: encoded(Image.fromarray(rgb[..., 1].astype(np.uint16) * 257), "PNG")),
         "cmyk": ("cmyk.jpg", lambda: encoded(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=92)),
         "exif_rotated": ("rotated.jpg", lambda: encoded(Image.fromarray(rgb), "JPEG", quality=92, exif=exif)),
         "many_hands": ("many.jpg", lambda: encoded(tiled(EXAMPLES[:4], 2), "JPEG", quality=90)),
