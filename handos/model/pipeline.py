@@ -79,8 +79,14 @@ class HandOS:
     """The whole model: image(s) in, a list of `Hand` per image out (design section 2)."""
 
     def __init__(self, foundation, decoder, device: torch.device, version: str, max_hands: int = 2,
-                 score_threshold: float = 0.5) -> None:
-        """Wrap a loaded foundation and decoder; use `handos.load()` rather than this."""
+                 score_threshold: float = 0.5, fit_camera: bool = True) -> None:
+        """Wrap a loaded foundation and decoder; use `handos.load()` rather than this.
+
+        fit_camera: refine the decoder's camera translation by a least-squares fit of the 3D joints' projection
+        to the refined 2D joints (prior = the decoder's own t); on ge2019 it lowered the root depth error
+        24.6 -> 21.3 mm and the reprojection error 10.0 -> 8.6 px (60 images), and makes mesh overlays line up.
+        """
+        self.fit_camera = fit_camera
         self.foundation = foundation
         self.decoder = decoder
         self.device = device
@@ -150,6 +156,7 @@ class HandOS:
 
     def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float) -> list[list[Hand]]:
         """Run the decoder on the foundation's hands and assemble `Hand` objects per image."""
+        from handos.model.camera_fit import fit_translation
         from handos.model.decoder import decoder_inputs_from_foundation
 
         n_images = len(cams)
@@ -159,6 +166,9 @@ class HandOS:
         idx = fout.image_index.long()
         cam_table = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=idx.device)
         dec = self.decoder(decoder_inputs_from_foundation(fout, cam_table[idx]).to(self.device))
+        if self.fit_camera:  # place each hand so its 3D joints reproject onto its refined 2D joints
+            dec.cam_t = fit_translation(dec.joints_3d.double(), dec.joints_2d.double(), dec.joints_2d_score.double(),
+                                        cam_table[idx].to(dec.cam_t.device).double(), dec.cam_t.double()).to(dec.cam_t.dtype)
         next_rois = fout.next_roi.float().cpu().numpy()
         cam_t = dec.cam_t.float().cpu().numpy()
         joints = (dec.joints_3d.float() + dec.cam_t[:, None].float()).cpu().numpy()
