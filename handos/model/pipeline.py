@@ -79,14 +79,27 @@ class HandOS:
     """The whole model: image(s) in, a list of `Hand` per image out (design section 2)."""
 
     def __init__(self, foundation, decoder, device: torch.device, version: str, max_hands: int = 2,
-                 score_threshold: float = 0.5, fit_camera: bool = True) -> None:
+                 score_threshold: float = 0.5, fit_camera: bool = True, mesh: str = "skinned") -> None:
         """Wrap a loaded foundation and decoder; use `handos.load()` rather than this.
 
         fit_camera: refine the decoder's camera translation by a least-squares fit of the 3D joints' projection
         to the refined 2D joints (prior = the decoder's own t); on ge2019 it lowered the root depth error
         24.6 -> 21.3 mm and the reprojection error 10.0 -> 8.6 px (60 images), and makes mesh overlays line up.
+        mesh: "skinned" (default) poses our hand model's template so its bones follow the decoder's 3D joints
+        (the shipped decoder's own 64-coarse-vertex mesh keeps the pose but flattens the fingers); "decoder"
+        returns the decoder's vertices as they are.
         """
+        if mesh not in ("skinned", "decoder"):
+            raise ModelError(f"mesh must be 'skinned' or 'decoder', got {mesh!r}")
         self.fit_camera = fit_camera
+        self.mesh = mesh
+        self.template = None
+        if mesh == "skinned":
+            from handos.hand import HandModel
+
+            hand = HandModel()
+            if int(hand.rest_vertices.shape[0]) == decoder.num_vertices:  # same mesh (vertex order and faces)
+                self.template = (hand.rest_vertices.float(), hand.rest_joints.float(), hand.skin_weights.float())
         self.foundation = foundation
         self.decoder = decoder
         self.device = device
@@ -157,6 +170,7 @@ class HandOS:
     def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float) -> list[list[Hand]]:
         """Run the decoder on the foundation's hands and assemble `Hand` objects per image."""
         from handos.model.camera_fit import fit_translation
+        from handos.model.skinned_mesh import skin_to_joints
         from handos.model.decoder import decoder_inputs_from_foundation
 
         n_images = len(cams)
@@ -172,7 +186,11 @@ class HandOS:
         next_rois = fout.next_roi.float().cpu().numpy()
         cam_t = dec.cam_t.float().cpu().numpy()
         joints = (dec.joints_3d.float() + dec.cam_t[:, None].float()).cpu().numpy()
-        verts = (dec.vertices.float() + dec.cam_t[:, None].float()).cpu().numpy()
+        verts_rr = dec.vertices.float()
+        if self.mesh == "skinned" and self.template is not None:  # our hand model skinned to the predicted joints
+            rest_v, rest_j, skin = (t.to(verts_rr.device) for t in self.template)
+            verts_rr = skin_to_joints(dec.joints_3d.float(), rest_v, rest_j, skin, dec.is_left)
+        verts = (verts_rr + dec.cam_t[:, None].float()).cpu().numpy()
         kp = dec.joints_2d.float().cpu().numpy()
         kp_score = dec.joints_2d_score.float().cpu().numpy()
         is_left = dec.is_left.cpu().numpy()
@@ -249,7 +267,7 @@ def concat_outputs(parts: list[tuple[list[int], Any]], num_images: int):
 
 
 def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
-         score_threshold: float = 0.5) -> HandOS:
+         score_threshold: float = 0.5, mesh: str = "skinned") -> HandOS:
     """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda."""
     from handos.foundation import Foundation
     from handos.model.decoder import load_decoder
@@ -264,4 +282,4 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
     foundation = Foundation.load(device=dev)
     return HandOS(foundation, decoder, dev, version=f"handos-0.1-{file_digest(path)}", max_hands=max_hands,
-                  score_threshold=score_threshold)
+                  score_threshold=score_threshold, mesh=mesh)
