@@ -5,14 +5,22 @@ import torch
 
 
 def fit_translation(joints_rr: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor, camera: torch.Tensor,
-                    prior_t: torch.Tensor, prior_weight: float = 1e-3) -> torch.Tensor:
+                    prior_t: torch.Tensor, prior_weight: float = 1e-3, fit_depth: bool = True) -> torch.Tensor:
     """Least-squares camera translation t (N,3) with K(joints_rr + t) ~ keypoints, pulled weakly towards prior_t.
+
+    fit_depth=False keeps the prior's depth tz and solves only tx, ty (closed form, per hand).
 
     joints_rr (N,21,3) m root-relative; keypoints (N,21,2) px; weights (N,21) >= 0; camera (N,4) [fx,fy,cx,cy];
     prior_t (N,3) m. Linear in t: (u - cx)(Z + tz) = fx (X + tx) and the same for v, solved per hand.
     """
     fx, fy, cx, cy = camera.unbind(-1)  # (N,)
     X, Y, Z = joints_rr.unbind(-1)  # (N,21)
+    if not fit_depth:
+        depth = Z + prior_t[:, 2:3]  # (N,21)
+        w = weights.clamp(min=0) + 1e-9
+        tx = (w * ((keypoints[..., 0] - cx[:, None]) * depth / fx[:, None] - X)).sum(1) / w.sum(1)
+        ty = (w * ((keypoints[..., 1] - cy[:, None]) * depth / fy[:, None] - Y)).sum(1) / w.sum(1)
+        return torch.stack([tx, ty, prior_t[:, 2]], -1)
     du = keypoints[..., 0] - cx[:, None]  # (N,21)
     dv = keypoints[..., 1] - cy[:, None]
     zeros = torch.zeros_like(du)
