@@ -123,6 +123,7 @@ def main(argv: list[str]) -> int:
                 results["latency_ratio_no_boost_over_mediapipe"] = (
                     results["handos_cpu_latency_no_recall_boost"]["median_ms"] / mp["median_ms"])
     if "throughput" in what:
+        time_throughput(cpu, paths[: 2 * args.batch_size], args.batch_size, workers=0)  # warm-up: traced shapes
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)
         results["cpu_throughput_inline_decode"] = time_throughput(cpu, paths, args.batch_size, workers=0)
     if "ray" in what:
