@@ -81,7 +81,7 @@ def test_ray_matches_single_process(model, image_set, tmp_path):
         rest = run_ray(items, str(tmp_path / "ray.jsonl"), num_actors=2, batch_size=8, num_cpus=2)
     finally:
         ray.shutdown()
-    assert rest.skipped == 100
+    assert rest.skipped == half.done  # failures of the first run are retried
     single, distributed = by_file(tmp_path / "single.jsonl"), by_file(tmp_path / "ray.jsonl")
     files = [r["file"] for r in read_records(tmp_path / "ray.jsonl")]
     assert len(files) == len(set(files)) == len(items) - 1
