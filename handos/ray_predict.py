@@ -29,7 +29,7 @@ class RayPredictor:
         """{path, file, camera(json)} columns -> {file, record(json), error} columns."""
         from handos.io.images import load_image
 
-        files, records, errors = [], [], []
+        rows: list[tuple[str, str, str]] = []  # (file, record json, error)
         good, cams, names = [], [], []
         for path, file, camera in zip(batch["path"], batch["file"], batch["camera"]):
             try:
@@ -37,10 +37,11 @@ class RayPredictor:
                 cams.append(json.loads(camera) if camera else None)
                 names.append(str(file))
             except HandosError as err:
-                files.append(str(file)), records.append(""), errors.append(str(err))
+                rows.append((str(file), "", str(err)))
         if good:
             for name, rec in zip(names, self.model.records_batch(good, cameras=cams, files=names, include_vertices=self.include_vertices)):
-                files.append(name), records.append(json.dumps(rec, separators=(",", ":"))), errors.append("")
+                rows.append((name, json.dumps(rec, separators=(",", ":")), ""))
+        files, records, errors = (list(col) for col in zip(*rows)) if rows else ([], [], [])
         return {"file": files, "record": records, "error": errors}
 
 
