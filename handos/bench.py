@@ -45,33 +45,70 @@ def image_paths(folder: str, limit: int) -> list[str]:
     return paths
 
 
-def time_latency(model, paths: list[str]) -> dict:
-    """End-to-end per-image latency (decode + foundation + decoder), batch size 1, median and p90."""
+def _block_times(model, paths: list[str]) -> tuple[list[float], int]:
+    """Seconds per image (load + predict, batch size 1) and hands found over a block of images."""
     from handos.io.images import load_image
 
-    model(load_image(paths[0]))  # warm-up
     times, hands = [], 0
     for p in paths:
         start = time.perf_counter()
         hands += len(model(load_image(p)))
         times.append(time.perf_counter() - start)
-    return {"images": len(paths), "hands": hands, "median_ms": 1e3 * float(np.median(times)),
+    return times, hands
+
+
+def _summary(times: list[float], hands: int, images: int) -> dict:
+    """Median and p90 in ms."""
+    return {"images": images, "hands": hands, "median_ms": 1e3 * float(np.median(times)),
             "p90_ms": 1e3 * float(np.percentile(times, 90))}
 
 
-def time_mediapipe(paths: list[str]) -> dict | None:
-    """MediaPipe Hands' own latency on the same images, in its reference venv (None if absent)."""
+def time_latency(models: dict, paths: list[str], mediapipe: bool = False, rounds: int = 2, block: int = 10) -> dict:
+    """End-to-end per-image latency (decode + foundation + decoder, batch size 1) of each model, and of MediaPipe.
+
+    The runs are interleaved in blocks of `block` images (model A, model B, MediaPipe, next block, ...; `rounds`
+    passes over `paths`) so that all see the same machine: on a shared VM the speed drifts by +-30 % within
+    minutes, and separate runs minutes apart gave ratios from 1.7 to 2.3 for the same code.
+    Returns {name: {images, hands, median_ms, p90_ms}} (+ "mediapipe" when asked and its venv exists).
+    """
+    for m in models.values():  # warm-up: traces, allocator, caches
+        _block_times(m, paths[:5])
+    server = start_mediapipe(paths) if mediapipe else None
+    times: dict[str, list[float]] = {k: [] for k in list(models) + (["mediapipe"] if server else [])}
+    hands = dict.fromkeys(times, 0)
+    try:
+        for _ in range(rounds):
+            for s in range(0, len(paths), block):
+                chunk = paths[s:s + block]
+                for name, m in models.items():
+                    t, h = _block_times(m, chunk)
+                    times[name] += t
+                    hands[name] += h
+                if server:
+                    server.stdin.write(f"{s} {s + len(chunk)}\n")
+                    server.stdin.flush()
+                    res = json.loads(server.stdout.readline())
+                    times["mediapipe"] += res["seconds"]
+                    hands["mediapipe"] += res["hands"]
+    finally:
+        if server:
+            server.stdin.close()
+            server.wait(timeout=60)
+    return {k: _summary(v, hands[k] // rounds, len(paths)) for k, v in times.items()}
+
+
+def start_mediapipe(paths: list[str]) -> subprocess.Popen | None:
+    """MediaPipe Hands in its reference venv, serving timed blocks of `paths` (None if the venv is absent)."""
     python = MEDIAPIPE_VENV / "bin" / "python"
     if not python.exists():
         print("bench: MediaPipe reference venv missing (bash .ci/setup_mediapipe_venv.sh); skipping --vs", file=sys.stderr)
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "mp.json")
-        subprocess.run([str(python), str(REPO / "tools" / "mediapipe_bench.py"), *paths, "--out", out], check=True,
-                       capture_output=True)
-        res = json.load(open(out))
-    return {"images": len(paths), "hands": res["hands"], "median_ms": 1e3 * float(np.median(res["seconds"])),
-            "p90_ms": 1e3 * float(np.percentile(res["seconds"], 90))}
+    proc = subprocess.Popen([str(python), str(REPO / "tools" / "mediapipe_bench.py"), *paths, "--serve"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError("the MediaPipe reference runtime did not start (see tools/mediapipe_bench.py)")
+    return proc
 
 
 def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> dict:
@@ -111,17 +148,15 @@ def main(argv: list[str]) -> int:
                                 f"torch {torch.__version__}, threads {args.threads}", "images": args.images}
     cpu = handos.load(device="cpu")
     if "latency" in what:
-        results["handos_cpu_latency"] = time_latency(cpu, paths)
-        plain = handos.load(device="cpu")
-        plain.foundation.config.recall_boost = False  # MediaPipe's own path: no extra detector views
-        results["handos_cpu_latency_no_recall_boost"] = time_latency(plain, paths)
-        if args.vs == "mediapipe":
-            mp = time_mediapipe(paths)
-            if mp:
-                results["mediapipe_cpu_latency"] = mp
-                results["latency_ratio_handos_over_mediapipe"] = results["handos_cpu_latency"]["median_ms"] / mp["median_ms"]
-                results["latency_ratio_no_boost_over_mediapipe"] = (
-                    results["handos_cpu_latency_no_recall_boost"]["median_ms"] / mp["median_ms"])
+        plain = handos.load(device="cpu", recall="off")  # MediaPipe's own path: no extra detector views
+        lat = time_latency({"default": cpu, "off": plain}, paths, mediapipe=args.vs == "mediapipe")
+        results["handos_cpu_latency"] = lat["default"]
+        results["handos_cpu_latency_recall_off"] = lat["off"]
+        if "mediapipe" in lat:
+            mp = lat["mediapipe"]
+            results["mediapipe_cpu_latency"] = mp
+            results["latency_ratio_handos_over_mediapipe"] = lat["default"]["median_ms"] / mp["median_ms"]
+            results["latency_ratio_recall_off_over_mediapipe"] = lat["off"]["median_ms"] / mp["median_ms"]
     if "throughput" in what:
         time_throughput(cpu, paths[: 2 * args.batch_size], args.batch_size, workers=0)  # warm-up: traced shapes
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)
@@ -130,7 +165,7 @@ def main(argv: list[str]) -> int:
         results["ray_cpu_throughput"] = time_ray(paths, args.batch_size)
     if torch.cuda.is_available() and args.device != "cpu":
         gpu = handos.load(device="cuda")
-        results["cuda_latency"] = time_latency(gpu, paths)
+        results["cuda_latency"] = time_latency({"cuda": gpu}, paths)["cuda"]
         for bs in (16, 64):
             results[f"cuda_throughput_b{bs}_decode_pool"] = time_throughput(gpu, paths * max(1, 256 // len(paths)), bs, workers=4)
         results["cuda_throughput_b64_inline_decode"] = time_throughput(gpu, paths * max(1, 256 // len(paths)), 64, workers=0)

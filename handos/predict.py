@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="image decode threads (0 = decode in the main thread)")
     p.add_argument("--max-hands", type=int, default=None)
+    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+                   help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
+                        "(default), full, search (multi-scale, ~10x slower; for pre-labeling)")
     p.add_argument("--vertices", action="store_true", help="include mesh vertices in the records")
     p.add_argument("--shard-size", type=int, default=0, help="records per shard (writes OUT/preds-NNNNN.jsonl)")
     p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
@@ -53,7 +56,7 @@ def main(argv: list[str]) -> int:
         summary = run_ray(
             [it for it in images], out=args.out, weights=args.weights, address=args.address,
             num_actors=args.num_actors, batch_size=args.batch_size, gpus_per_actor=args.gpus_per_actor,
-            fmt=args.format, include_vertices=args.vertices,
+            fmt=args.format, include_vertices=args.vertices, recall=args.recall,
         )
         print(f"handos predict: {summary.done} images ({summary.skipped} already done, {summary.failed} failed) "
               f"in {summary.seconds:.1f} s with Ray -> {args.out}", file=sys.stderr)
@@ -61,7 +64,7 @@ def main(argv: list[str]) -> int:
 
     import handos
 
-    model = handos.load(weights=args.weights, device=args.device)
+    model = handos.load(weights=args.weights, device=args.device, recall=args.recall)
     if args.max_hands is not None:
         model.max_hands = args.max_hands
     if clips:

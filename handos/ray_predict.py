@@ -15,14 +15,14 @@ from handos.runner import RunSummary
 class RayPredictor:
     """A model replica for `map_batches`: loads the weights once, predicts batches of image paths."""
 
-    def __init__(self, weights: str | None, device: str, include_vertices: bool) -> None:
+    def __init__(self, weights: str | None, device: str, include_vertices: bool, recall: str = "fast") -> None:
         """Load the model once per actor."""
         import torch
 
         import handos
 
         torch.set_num_threads(1)
-        self.model = handos.load(weights=weights, device=device)
+        self.model = handos.load(weights=weights, device=device, recall=recall)
         self.include_vertices = include_vertices
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -55,6 +55,7 @@ def run_ray(
     gpus_per_actor: float = 0.0,
     fmt: str = "jsonl",
     include_vertices: bool = False,
+    recall: str = "fast",
     num_cpus: int | None = None,
 ) -> RunSummary:
     """Predict `items` on a Ray cluster (or a local one), streaming records into `out` as they finish (resumable)."""
@@ -80,7 +81,8 @@ def run_ray(
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 4 * num_actors)))
     ds = ds.map_batches(
         RayPredictor,
-        fn_constructor_kwargs={"weights": weights, "device": device, "include_vertices": include_vertices},
+        fn_constructor_kwargs={"weights": weights, "device": device, "include_vertices": include_vertices,
+                               "recall": recall},
         batch_size=batch_size,
         concurrency=num_actors,
         num_gpus=gpus_per_actor,

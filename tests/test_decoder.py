@@ -176,3 +176,25 @@ def test_refine_2d_switch(hand_model, batch):
     cfg = DecoderConfig(**{**TINY.__dict__, "refine_2d": False})
     dec = HandOSDecoder(cfg, hand_model).eval()
     assert torch.equal(dec(batch).joints_2d, batch.joints_2d)
+
+
+def test_traced_decode_step_equals_eager_for_any_number_of_hands(decoder, batch, hand_model):
+    """The pipeline's TorchScript-traced decode step (decoder + camera refit + skinned mesh) is shape-generic."""
+    from handos.model.pipeline import DecodeStep
+
+    template = (hand_model.rest_vertices.float(), hand_model.rest_joints.float(), hand_model.skin_weights.float())
+    step = DecodeStep(decoder, template, fit_camera=True)
+    with torch.no_grad():
+        two = DecoderInput(batch.joints_2d[:2], batch.joints_z[:2], batch.joint_conf[:2], batch.camera[:2],
+                           batch.world[:2])
+        first = step.infer(two)  # traces for 2 hands
+        assert 2 in step.__dict__["_traced"]
+        for n in (1, 3, 5, 2):  # 5 > TRACED_HANDS runs eagerly
+            sub = DecoderInput(batch.joints_2d[:n], batch.joints_z[:n], batch.joint_conf[:n], batch.camera[:n],
+                               batch.world[:n])
+            traced = step.infer(sub)
+            eager = step(sub.joints_2d, sub.joints_z, sub.joint_conf, sub.camera, sub.world)
+            assert traced[2].shape == (n, 21, 3) and traced[4].shape == (n, decoder.num_vertices, 3)
+            for a, b in zip(traced, eager):
+                assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert len(first) == 7

@@ -261,7 +261,9 @@ def test_crops_match_opencv_as_mediapipe_uses_it(textured_images):
                 assert d.max() <= 1.0 and (d > 0).mean() < 0.05, (border, roi, d.max(), (d > 0).mean())
 
 
-def test_batched_crops_equal_per_image_crops(textured_images):
+@pytest.mark.parametrize("opencv", ["1", "0"])
+def test_batched_crops_equal_per_image_crops(textured_images, opencv, monkeypatch):
+    monkeypatch.setenv("HANDOS_CV2_CROPS", opencv)
     imgs = _Images(textured_images, torch.device("cpu"))
     idx = torch.tensor([2, 0, 1, 0, 1])
     rois = torch.tensor([[50.0, 40.0, 60.0, 60.0, 0.5], [80.0, 60.0, 100.0, 100.0, 0.0],
@@ -271,7 +273,15 @@ def test_batched_crops_equal_per_image_crops(textured_images):
     for k in range(len(idx)):
         t = torch.from_numpy(textured_images[int(idx[k])]).permute(2, 0, 1)[None].float()
         single = crop_images(t, torch.zeros(1, dtype=torch.long), rois[k:k + 1], 64, "replicate", True)
-        assert torch.equal(batched[k], single[0])
+        if opencv == "1":  # OpenCV itself vs our torch emulation of it: sample positions round differently
+            d = (batched[k] - single[0]).abs()
+            assert d.max() <= 3 and (d > 0).float().mean() < 0.05
+        else:
+            assert torch.equal(batched[k], single[0])
+    if opencv == "1":  # and the OpenCV path equals cv2.warpAffine on each image
+        m = crop_affine(rois[:1], 64)[0].numpy()
+        ref = cv2.warpAffine(textured_images[2], m, (64, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        assert torch.equal(batched[0], torch.from_numpy(ref).permute(2, 0, 1).float())
 
 
 # ----------------------------------------------------------------------------- pipeline with stand-in nets
@@ -413,6 +423,49 @@ def test_recall_boost_views_fill_free_slots_and_dedup(textured_images):
     # presence below boost_min_presence -> boosted candidates dropped, MediaPipe's kept
     strict = _fake_foundation(max_hands=2, recall_boost=True, boost_min_presence=0.95)
     assert strict.detect(textured_images).boosted.sum().item() == 0
+
+
+def test_recall_modes_config_and_cost(textured_images):
+    assert FoundationConfig().recall_boost == "fast"
+    assert FoundationConfig(recall_boost=True).recall_boost == "full"
+    assert FoundationConfig(recall_boost=False).recall_boost == "off"
+    with pytest.raises(ConfigError):
+        FoundationConfig(recall_boost="thorough")
+    images = {}
+    for mode in ("off", "fast", "full", "search"):
+        f = _fake_foundation(max_hands=2, recall_boost=mode)
+        f.detect(textured_images)
+        images[mode] = f.palm_net.images
+    # the stand-in finds one palm per image: "fast" adds no detector view (MediaPipe found a hand), "full"
+    # adds its views on every image with a free slot, "search" many more
+    assert images["off"] == images["fast"] == len(textured_images)
+    assert images["off"] < images["full"] < images["search"]
+    # search views cover the image at every scale
+    views = _fake_foundation(recall_boost="search")._boost_views((160, 120), "search")
+    v = torch.tensor(views)
+    for scale in {round(x, 3) for x in v[:, 2].tolist()}:
+        at = v[torch.isclose(v[:, 2], torch.tensor(scale))]
+        half = at[:, 2:3] / 2
+        assert (at[:, :2] - half).min(0).values.le(0.5).all() or scale >= 160  # reaches the top-left ...
+        assert ((at[:, 0] + half[:, 0]).max() >= 160 - 0.5) and ((at[:, 1] + half[:, 0]).max() >= 120 - 0.5)
+
+
+def test_dedup_drops_small_and_same_side_overlapping_boosted_hands(textured_images):
+    f = _fake_foundation(max_hands=3, recall_boost="full")
+    one = f.detect(textured_images[:1])
+    base = one.select(torch.tensor([0, 0, 0]))
+    base.boosted = torch.tensor([False, True, True])
+    j = base.joints_2d.clone()
+    side = float((base.box[0, 2:] - base.box[0, :2]).max())
+    j[1, :, 0] += 0.5 * side  # same handedness, half a hand to the right: boxes overlap -> a second view, dropped
+    j[2] = (j[2] - j[2].mean(0)) * 0.2 + j[2].mean(0) + 2 * side  # a fifth of the size, elsewhere -> dropped
+    base.joints_2d = j
+    lo, hi = j.amin(1), j.amax(1)
+    base.box = torch.cat([lo, hi], -1)
+    assert len(f._dedup(base, 3)) == 1
+    other_side = base.select(torch.tensor([0, 1]))
+    other_side.handedness_right = torch.tensor([0.1, 0.9])  # interacting hands: overlap, other handedness -> kept
+    assert len(f._dedup(other_side, 3)) == 2
 
 
 # ----------------------------------------------------------------------------- real weights, real images

@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-preds", metavar="JSONL", help="score these saved predictions instead of running a model")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--weights", default=None, help="weights path or Hub repo id (default: the shipped weights)")
+    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+                   help="detector effort (see handos.load); off = MediaPipe's own path")
     p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=8, help="images per predict_batch call (default 8)")
@@ -208,7 +210,7 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
     if args.foundation_only:
         from handos.eval.adapters import FoundationPredictor
 
-        return FoundationPredictor(device=args.device)
+        return FoundationPredictor(device=args.device, recall=args.recall)
     import handos
 
-    return handos.load(weights=args.weights, device=args.device)
+    return handos.load(weights=args.weights, device=args.device, recall=args.recall)

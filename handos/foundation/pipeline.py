@@ -9,15 +9,20 @@ of ROIs (axis-aligned IoU > 0.5: the later ROI replaces the earlier; carried ROI
 projected to image pixels. On video, ROIs carried from the previous frame (`roi_from_landmarks`) are
 used and the detector runs only on images with fewer than `max_hands` carried ROIs.
 
-With `FoundationConfig.recall_boost` (on by default; `recall_boost=False` is exactly MediaPipe), extra
-detector views are added (the letterbox zoomed out 1.5x for big hands, square tiles along the long side
-of elongated images for small ones, optionally a flipped pass) and palm candidates down to
-`boost_min_score` are tried in the slots (`max_hands`) MediaPipe's own hands leave free; every extra hand
-must be confirmed by the landmark net (presence >= `boost_min_presence`), and one whose landmarks repeat a
-kept hand's (mean joint distance < `dedup_dist` x its size) is dropped as a duplicate. MediaPipe's own
-hands are never changed by the booster. Measured (tests/parity/foundation_metrics.py, flag off -> on):
-ge2019 199 -> 200/200 hands, interhand26m 1 -> 2/6, panoptic 3 -> 4/4, freihand 6 -> 7/8, onehand10k and
-rhd unchanged (all found), no false positives on any set; ~1.4x the CPU time of the plain path.
+With `FoundationConfig.recall_boost` ("fast" by default; "off" is exactly MediaPipe), palm candidates down
+to `boost_min_score` are tried in the slots (`max_hands`) MediaPipe's own hands leave free, and extra
+detector views (the letterbox zoomed out 1.5x for big hands, square tiles along the long side of elongated
+images for small ones; "search": a multi-scale grid and a flipped pass) add candidates - in "fast" only on
+images where MediaPipe's path found nothing, in "full"/"search" on every image with a free slot. Every extra
+hand must be confirmed by the landmark net (presence >= `boost_min_presence`) and must not repeat a kept
+hand (`_dedup`). MediaPipe's own hands are never changed by the booster. Measured with
+tests/parity/foundation_metrics.py (found / hands, false positives, CPU ms per image, 2-core VM):
+  set          off             fast            full            search
+  ge2019       199/200 0 59ms  200/200 0 45ms  200/200 0 75ms  200/200 0 884ms
+  interhand    1/6     0       2/6     0       2/6     0       4/6     0
+  panoptic     3/4     0       4/4     0       4/4     0       4/4     0
+  freihand     6/8     0       7/8     0       7/8     0       8/8     0
+  onehand10k, rhd: all found in every mode, no false positives.
 
 >>> fnd = Foundation.load("cpu")
 >>> out = fnd.detect([rgb])                 # FoundationOutput, N hands over all images
@@ -26,6 +31,7 @@ rhd unchanged (all found), no false positives on any set; ~1.4x the CPU time of 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -35,12 +41,14 @@ from handos.errors import ConfigError, InputError
 from handos.foundation.anchors import palm_anchors
 from handos.foundation.palm import (PALM_OPTIONS, PalmDetections, decode_detections, letterbox_rois,
                                     remove_letterbox, weighted_nms)
-from handos.foundation.roi import (axis_aligned_iou, box_iou, crop_affine, crop_images,
+from handos.foundation.roi import (axis_aligned_iou, box_iou, crop_affine, crop_images, crop_images_cv2,
                                    project_landmarks, project_world, roi_from_landmarks, roi_from_palm)
 
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks"]
 
 PALM_SIZE = 192
+RECALL_MODES = ("off", "fast", "full", "search")
+SEARCH_SCALES = (1.5, 1.0, 0.6, 0.36)  # "search" views: square side / image long side
 LANDMARK_SIZE = 224
 
 
@@ -57,15 +65,23 @@ class FoundationConfig:
     exact_resampling: sample crops as OpenCV does (1/32-px positions, uint8 rounding), for parity.
     batch_size: max crops per network call; None = 8 on CPU (larger batches fall out of cache and are
         slower there), 64 on other devices.
-    recall_boost: add the extra detector passes below (not MediaPipe; False = exactly MediaPipe Hands).
-    boost_zoom_out: with recall_boost, also detect on the letterbox zoomed out by this factor (big hands).
-    boost_tile_aspect: ... and on square tiles along the long side of images at least this elongated
+    recall_boost: how hard to look beyond MediaPipe's own path (see RECALL_MODES):
+        "off" (or False): exactly MediaPipe Hands;
+        "fast" (default): MediaPipe's letterbox candidates down to `boost_min_score` fill free slots, and
+            the extra views below run only on images where MediaPipe's path found no hand at all;
+        "full" (or True): the extra views run on every image with a free slot;
+        "search": a multi-scale grid of views (+ flipped) on every image with a free slot (slow: for
+            pre-labeling, where a missed hand costs more than CPU time).
+    boost_zoom_out: extra view: the letterbox zoomed out by this factor (big hands).
+    boost_tile_aspect: extra views: square tiles along the long side of images at least this elongated
         (ceil(long/short) + 1 tiles; smaller hands).
-    boost_flip: with recall_boost, also detect on the horizontally flipped letterbox.
+    boost_flip: also detect on the horizontally flipped letterbox (always on in "search").
     boost_min_score: with recall_boost, palm candidates down to this score are tried ...
     boost_min_presence: ... and kept only if the landmark net's presence reaches this.
     dedup_dist: with recall_boost, a hand whose mean joint distance to an earlier hand is under this
         fraction of that hand's box side is a duplicate and dropped.
+    dedup_iou, dedup_min_size: with recall_boost, a boosted hand overlapping a kept hand of the same
+        handedness by more than this box IoU, or smaller than this fraction of the largest kept hand, is dropped.
     """
 
     max_hands: int = 2
@@ -76,20 +92,26 @@ class FoundationConfig:
     box_pad: float = 0.05
     exact_resampling: bool = True
     batch_size: int | None = None
-    recall_boost: bool = True
+    recall_boost: str = "fast"
     boost_zoom_out: float = 1.5
     boost_tile_aspect: float = 1.25
     boost_flip: bool = False
     boost_min_score: float = 0.3
-    boost_min_presence: float = 0.8
+    boost_min_presence: float = 0.9
     dedup_dist: float = 0.2
+    dedup_iou: float = 0.2
+    dedup_min_size: float = 0.3
 
     def __post_init__(self) -> None:
-        """Validate ranges (ConfigError with a one-line message)."""
+        """Validate ranges (ConfigError with a one-line message); booleans for recall_boost map to off/full."""
+        if isinstance(self.recall_boost, bool):
+            self.recall_boost = "full" if self.recall_boost else "off"
+        if self.recall_boost not in RECALL_MODES:
+            raise ConfigError(f"recall_boost must be one of {', '.join(RECALL_MODES)}, got {self.recall_boost!r}")
         if self.max_hands < 1:
             raise ConfigError(f"max_hands must be >= 1, got {self.max_hands}")
         for name in ("min_detection_score", "min_presence", "nms_iou", "association_iou",
-                     "boost_min_score", "boost_min_presence", "dedup_dist"):
+                     "boost_min_score", "boost_min_presence", "dedup_dist", "dedup_iou", "dedup_min_size"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {v}")
@@ -163,6 +185,7 @@ class _Images:
     """Input images grouped by size as (b,3,H,W) float tensors in 0..255 on one device."""
 
     def __init__(self, images: list[np.ndarray], device: torch.device):
+        self.arrays = images if device.type == "cpu" else None  # OpenCV crops on the CPU
         self.sizes = torch.tensor([[im.shape[1], im.shape[0]] for im in images], dtype=torch.long)  # (B,2) W,H
         self.groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] = {}
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -181,6 +204,8 @@ class _Images:
     def crop(self, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
              exact: bool) -> torch.Tensor:
         """Crops (N,3,size,size) in 0..255 of ROIs (N,5) px on images image_index (N,)."""
+        if exact and self.arrays is not None and os.environ.get("HANDOS_CV2_CROPS", "1") != "0":
+            return crop_images_cv2(self.arrays, image_index, rois, size, border)
         n = rois.shape[0]
         dev = next(iter(self.groups.values()))[1].device
         out = torch.zeros((n, 3, size, size), dtype=torch.float32, device=dev)
@@ -264,7 +289,7 @@ class Foundation:
         return boxes, kps, scores
 
     def detect_palms(self, imgs: _Images, which: list[int], max_hands: int,
-                     boost: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                     boost: str = "off") -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Palm ROIs per image in `which`: list of (rois (k,5) px, scores (k,), is_boost (k,) bool).
 
         MediaPipe's path: letterbox, threshold, weighted NMS, first `max_hands`, letterbox removal, ROI.
@@ -288,13 +313,27 @@ class Foundation:
             rois = roi_from_palm((det.boxes * wh.repeat(2)).double(), (det.keypoints * wh).double())
             out.append((rois, det.scores, torch.zeros(len(det), dtype=torch.bool)))
             palm_px.append(det.boxes * wh.repeat(2))
-        if boost:
-            out = self._boost_palms(imgs, which, max_hands, out, palm_px, (boxes, kps, scores), lb_rois)
+        if boost != "off":
+            out = self._boost_palms(imgs, which, max_hands, out, palm_px, (boxes, kps, scores), lb_rois, boost)
         return out
 
-    def _boost_views(self, size: tuple[int, int]) -> list[list[float]]:
-        """Extra square detector views of an image (W,H): a zoomed-out letterbox and tiles on the long side."""
+    def _boost_views(self, size: tuple[int, int], mode: str = "full") -> list[list[float]]:
+        """Extra square detector views [cx,cy,side,side,0] of an image (W,H).
+
+        "fast"/"full": a zoomed-out letterbox and tiles on the long side; "search": at each of SEARCH_SCALES,
+        squares overlapping by about a third that cover the image.
+        """
         W, H = size
+        if mode == "search":
+            views = []
+            for scale in SEARCH_SCALES:
+                side = max(W, H) * scale
+                nx = 1 if side >= W else int(math.ceil(1.5 * W / side))
+                ny = 1 if side >= H else int(math.ceil(1.5 * H / side))
+                for cx in np.linspace(min(side, W) / 2, W - min(side, W) / 2, nx):
+                    for cy in np.linspace(min(side, H) / 2, H - min(side, H) / 2, ny):
+                        views.append([float(cx), float(cy), side, side, 0.0])
+            return views
         side, short = max(W, H), min(W, H)
         views = []
         if self.config.boost_zoom_out > 1:
@@ -308,17 +347,20 @@ class Foundation:
         return views
 
     def _boost_palms(self, imgs: _Images, which: list[int], max_hands: int, base: list, base_palms: list,
-                     letterbox_raw, lb_rois: torch.Tensor) -> list:
-        """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own per image."""
+                     letterbox_raw, lb_rois: torch.Tensor, mode: str) -> list:
+        """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own per image (mode: RECALL_MODES)."""
         cfg = self.config
         # boosted hands only fill slots MediaPipe left free: images already holding max_hands need no extra pass
         need = [j for j in range(len(which)) if base[j][0].shape[0] < max_hands]
         if not need:
             return base
+        # "fast": extra views only where MediaPipe found nothing (measured on the real sets, the zoomed-out
+        # view never added a hand next to one MediaPipe found; tiles did once, on a 1280x720 image)
+        view_for = [j for j in need if mode != "fast" or base[j][0].shape[0] == 0]
         sizes = imgs.sizes[torch.tensor(which)]
         vidx, views = [], []
-        for j in need:
-            for v in self._boost_views(tuple(sizes[j].tolist())):
+        for j in view_for:
+            for v in self._boost_views(tuple(sizes[j].tolist()), mode):
                 vidx.append(j)
                 views.append(v)
         # MediaPipe's letterbox pass, in image px
@@ -326,8 +368,9 @@ class Foundation:
         v0 = lb_rois.to(b0.device, torch.float32)
         side0, org0 = v0[:, 2, None, None], (v0[:, :2] - v0[:, 2:4] / 2)[:, None]
         cands = [(torch.arange(len(which)), b0 * side0 + org0.repeat(1, 1, 2), k0 * side0[..., None] + org0[:, :, None], s0)]
-        if cfg.boost_flip:
-            cands.append((torch.arange(len(which)),) + self._palm_candidates(imgs, torch.tensor(which), lb_rois, True))
+        if (cfg.boost_flip or mode == "search") and view_for:
+            fi = torch.tensor(view_for)
+            cands.append((fi,) + self._palm_candidates(imgs, torch.tensor(which)[fi], lb_rois[fi], True))
         if views:
             vi = torch.tensor(vidx)
             cands.append((vi,) + self._palm_candidates(imgs, torch.tensor(which)[vi], torch.tensor(views, dtype=torch.float64)))
@@ -347,8 +390,8 @@ class Foundation:
             if r0.shape[0] and rois.shape[0]:  # drop candidates that are MediaPipe's own palms again
                 new = ~(box_iou(det.boxes, base_palms[j].to(det.boxes)) > cfg.association_iou).any(1)
                 rois, det = rois[new], PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
-            free = max(max_hands - r0.shape[0], 0)  # only fill the slots MediaPipe left free
-            rois, det = rois[:free], PalmDetections(det.boxes[:free], det.keypoints[:free], det.scores[:free])
+            # every remaining candidate goes to the landmark net: one may repeat a kept hand (dropped by
+            # _dedup), so the next can still fill the slot; _dedup also caps the hands at max_hands
             out.append((torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
                         torch.cat([f0, torch.ones(len(det), dtype=torch.bool)])))
         return out
@@ -387,7 +430,7 @@ class Foundation:
             return self._empty(torch.zeros((0, 2), dtype=torch.long))
         imgs = _Images(imgs_np, self.device)
         which = [i for i in range(B) if carried[i].shape[0] < mh]
-        boost = cfg.recall_boost
+        boost = cfg.recall_boost if isinstance(cfg.recall_boost, str) else ("full" if cfg.recall_boost else "off")
         palms = dict(zip(which, self.detect_palms(imgs, which, mh, boost)))
 
         # Association (AssociationNormRectCalculator): palm ROIs, then carried ROIs; an ROI overlapping an
@@ -441,7 +484,7 @@ class Foundation:
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )
         out = out.select(keep.to(dev))
-        if boost:
+        if boost != "off":
             out = self._dedup(out, mh)
         return out
 
@@ -449,12 +492,16 @@ class Foundation:
         """Drop boosted hands whose joints repeat a kept hand of the same image; cap max_hands per image.
 
         Two hands are the same when their mean joint distance is under `dedup_dist` x the longer side of
-        the earlier hand's box (interacting hands overlap in boxes but not in joints).
+        the earlier hand's box (interacting hands overlap in boxes but not in joints). A boosted hand is also
+        dropped when its box overlaps a kept hand of the same handedness (IoU > `dedup_iou`: a second view of
+        one hand), or its side is under `dedup_min_size` x the largest kept hand's (the landmark net seeing a
+        hand in a few fingers); on the real sets these were the search views' only false positives.
         """
         keep = torch.zeros(len(out), dtype=torch.bool)
         j = out.joints_2d.cpu()
         side = (out.box[:, 2:] - out.box[:, :2]).amax(-1).cpu()
         img = out.image_index.cpu()
+        box, boosted, right = out.box.cpu(), out.boosted.cpu(), out.handedness_right.cpu() > 0.5
         count: dict[int, int] = {}
         # MediaPipe's own hands first (kept as they are), then boosted ones by presence
         rank = out.presence.cpu() - 2.0 * out.boosted.cpu().float()
@@ -465,6 +512,11 @@ class Foundation:
                 d = torch.linalg.norm(j[prev] - j[a], dim=-1).mean(-1)  # (p,)
                 if bool((d < self.config.dedup_dist * side[prev]).any()):
                     continue
+                if boosted[a]:
+                    same_side = right[prev] == right[a]
+                    overlap = box_iou(box[a:a + 1], box[prev])[0] > self.config.dedup_iou
+                    if bool((same_side & overlap).any()) or side[a] < self.config.dedup_min_size * side[prev].max():
+                        continue
             if count.get(i, 0) >= max_hands:
                 continue
             keep[a] = True

@@ -168,10 +168,18 @@ class HandOS:
             fout = parts[0][1] if len(parts) == 1 else concat_outputs(parts, n)
         return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
 
+    def decode_step(self) -> "DecodeStep":
+        """The decoder + camera refit + mesh as one module (traced and frozen on the CPU), rebuilt when
+        `decoder`, `mesh` or `fit_camera` change."""
+        key = (id(self.decoder), self.mesh, self.fit_camera)
+        cached = self.__dict__.get("_step")
+        if cached is None or cached[0] != key:
+            template = self.template if self.mesh == "skinned" else None
+            cached = self.__dict__["_step"] = (key, DecodeStep(self.decoder, template, self.fit_camera))
+        return cached[1]
+
     def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float) -> list[list[Hand]]:
         """Run the decoder on the foundation's hands and assemble `Hand` objects per image."""
-        from handos.model.camera_fit import fit_translation
-        from handos.model.skinned_mesh import skin_to_joints
         from handos.model.decoder import decoder_inputs_from_foundation
 
         n_images = len(cams)
@@ -180,23 +188,10 @@ class HandOS:
             return out
         idx = fout.image_index.long()
         cam_table = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=idx.device)
-        dec = self.decoder(decoder_inputs_from_foundation(fout, cam_table[idx]).to(self.device))
-        if self.fit_camera:  # slide each hand (x, y) so its 3D joints reproject onto its refined 2D joints
-            dec.cam_t = fit_translation(dec.joints_3d.double(), dec.joints_2d.double(), dec.joints_2d_score.double(),
-                                        cam_table[idx].to(dec.cam_t.device).double(), dec.cam_t.double(),
-                                        fit_depth=False).to(dec.cam_t.dtype)
+        inp = decoder_inputs_from_foundation(fout, cam_table[idx]).to(self.device)
+        res = [t.cpu().numpy() for t in self.decode_step().infer(inp)]
+        kp, kp_score, joints, cam_t, verts, is_left, hand_score = res
         next_rois = fout.next_roi.float().cpu().numpy()
-        cam_t = dec.cam_t.float().cpu().numpy()
-        joints = (dec.joints_3d.float() + dec.cam_t[:, None].float()).cpu().numpy()
-        verts_rr = dec.vertices.float()
-        if self.mesh == "skinned" and self.template is not None:  # our hand model skinned to the predicted joints
-            rest_v, rest_j, skin = (t.to(verts_rr.device) for t in self.template)
-            verts_rr = skin_to_joints(dec.joints_3d.float(), rest_v, rest_j, skin, dec.is_left)
-        verts = (verts_rr + dec.cam_t[:, None].float()).cpu().numpy()
-        kp = dec.joints_2d.float().cpu().numpy()
-        kp_score = dec.joints_2d_score.float().cpu().numpy()
-        is_left = dec.is_left.cpu().numpy()
-        hand_score = dec.handedness_score.float().cpu().numpy()
         score = fout.score.float().cpu().numpy()
         presence = fout.presence.float().cpu().numpy()
         boxes = fout.box.float().cpu().numpy()
@@ -241,6 +236,66 @@ class HandOS:
         return np.asarray(self.decoder.faces_for(is_left))
 
 
+class DecodeStep(torch.nn.Module):
+    """Decoder, camera x,y refit and mesh for N hands as plain tensors (so TorchScript can trace it).
+
+    forward(joints_2d (N,21,2), joints_z (N,21), joint_conf (N,21), camera (N,4), world (N,21,3)) ->
+    (keypoints (N,21,2) px, keypoint scores (N,21), joints (N,21,3) m camera frame, cam_t (N,3) m,
+    vertices (N,V,3) m camera frame, is_left (N,) bool, handedness score (N,)).
+    """
+
+    TRACED_HANDS = 4
+
+    def __init__(self, decoder: torch.nn.Module, template: tuple | None, fit_camera: bool) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.fit_camera = fit_camera
+        self.skinned = template is not None
+        if template is not None:  # our hand model's rest mesh, joints and skinning weights (right hand)
+            for name, t in zip(("rest_vertices", "rest_joints", "skin_weights"), template):
+                self.register_buffer(name, t.to(decoder.template.device), persistent=False)
+
+    def forward(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
+                world: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """See the class docstring."""
+        from handos.model.camera_fit import fit_translation
+        from handos.model.decoder import DecoderInput
+        from handos.model.skinned_mesh import skin_to_joints
+
+        dec = self.decoder(DecoderInput(joints_2d, joints_z, joint_conf, camera, world))
+        cam_t = dec.cam_t
+        if self.fit_camera:  # slide each hand (x, y) so its 3D joints reproject onto its refined 2D joints
+            cam_t = fit_translation(dec.joints_3d.double(), dec.joints_2d.double(), dec.joints_2d_score.double(),
+                                    camera.double(), cam_t.double(), fit_depth=False).to(cam_t.dtype)
+        verts = dec.vertices.float()
+        if self.skinned:  # our hand model skinned to the predicted joints
+            verts = skin_to_joints(dec.joints_3d.float(), self.rest_vertices, self.rest_joints, self.skin_weights,
+                                   dec.is_left)
+        t = cam_t[:, None].float()
+        return (dec.joints_2d.float(), dec.joints_2d_score.float(), dec.joints_3d.float() + t, cam_t.float(),
+                verts + t, dec.is_left, dec.handedness_score.float())
+
+    def infer(self, inp) -> tuple[torch.Tensor, ...]:
+        """forward on a DecoderInput; on the CPU without grad, for up to `TRACED_HANDS` hands, a TorchScript
+        trace per number of hands (~40% less time per call at 1-2 hands, where Python overhead dominates;
+        bigger batches run eagerly). $HANDOS_FAST_REPLAY=0 turns tracing off.
+        """
+        world = inp.world if inp.world is not None else torch.zeros_like(inp.joints_2d[..., :1]).expand(-1, -1, 3)
+        args = (inp.joints_2d, inp.joints_z, inp.joint_conf, inp.camera, world)
+        n = int(inp.joints_2d.shape[0])
+        if (torch.is_grad_enabled() or inp.joints_2d.device.type != "cpu" or n > self.TRACED_HANDS
+                or os.environ.get("HANDOS_FAST_REPLAY") == "0"):
+            return self(*args)
+        cache = self.__dict__.setdefault("_traced", {})
+        if n not in cache:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cache[n] = torch.jit.freeze(torch.jit.trace(self.eval(), args, check_trace=False))
+        return cache[n](*args)
+
+
 def tight_box(keypoints: np.ndarray, width: int, height: int, pad: float = 0.1) -> np.ndarray:
     """The keypoints' box grown by `pad` of its size on each side, clipped to the image."""
     lo, hi = keypoints.min(0), keypoints.max(0)
@@ -269,9 +324,15 @@ def concat_outputs(parts: list[tuple[list[int], Any]], num_images: int):
 
 
 def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
-         score_threshold: float = 0.5, mesh: str = "skinned") -> HandOS:
-    """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda."""
+         score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast") -> HandOS:
+    """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda.
+
+    recall: how hard the detector looks for hands MediaPipe's own path misses: "off" (exactly MediaPipe),
+    "fast" (default; extra views only on images where nothing was found), "full", or "search" (multi-scale
+    views, ~10x slower: for pre-labeling); see handos.foundation.pipeline.FoundationConfig.
+    """
     from handos.foundation import Foundation
+    from handos.foundation.pipeline import FoundationConfig
     from handos.model.decoder import load_decoder
 
     dev = resolve_device(device)
@@ -282,6 +343,6 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
         raise
     except Exception as err:
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
-    foundation = Foundation.load(device=dev)
+    foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall))
     return HandOS(foundation, decoder, dev, version=f"handos-0.1-{file_digest(path)}", max_hands=max_hands,
                   score_threshold=score_threshold, mesh=mesh)

@@ -72,7 +72,8 @@ def load_set(name: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--no-boost", action="store_true", help="FoundationConfig(recall_boost=False): MediaPipe exactly")
+    ap.add_argument("--no-boost", action="store_true", help="FoundationConfig(recall_boost='off'): MediaPipe exactly")
+    ap.add_argument("--recall", default="fast", help="recall_boost mode: off, fast, full, search")
     ap.add_argument("--sets", nargs="+", default=["ge2019_realworld", "interhand26m", "panoptic", "freihand",
                                                    "onehand10k", "rhd"])
     ap.add_argument("--threads", type=int, default=2)
@@ -81,12 +82,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     def parse(k: str, v: str):
         d = getattr(FoundationConfig(), k)
+        if k == "recall_boost":
+            return v
         if isinstance(d, bool):
             return v.lower() in ("1", "true", "yes")
         return int(v) if d is None else type(d)(v)
 
     kw = {k: parse(k, v) for k, v in (s.split("=") for s in args.set_config)}
-    cfg = FoundationConfig(recall_boost=not args.no_boost, **kw)
+    kw.setdefault("recall_boost", "off" if args.no_boost else args.recall)
+    cfg = FoundationConfig(**kw)
     f = Foundation.load("cpu", config=cfg)
     report = {}
     for s in args.sets:
