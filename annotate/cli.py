@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--predict-batch-size", type=int, default=8, help="images per model batch")
     p.add_argument("--workers", type=int, default=2, help="image decode threads for the model")
+    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+                   help="detector effort for images without predictions (search: multi-scale, ~10x slower, finds "
+                        "more hands on hard images)")
     p.add_argument("--export", metavar="OUT.json", default=None,
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
     p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (design 3.2)")
@@ -116,7 +119,7 @@ def gather(inputs: list[str], image_root: str | None) -> tuple[list[tuple[dict, 
 
 
 def predict_missing(items: list[Any], state: Path, weights: str | None, device: str, quiet: bool,
-                    batch_size: int = 8, workers: int = 2) -> list[tuple[dict, Path]]:
+                    batch_size: int = 8, workers: int = 2, recall: str = "fast") -> list[tuple[dict, Path]]:
     """Run the model on images not yet predicted (batched, decode pool; saved to STATE/predictions.jsonl as they come)."""
     from tqdm import tqdm
 
@@ -129,7 +132,7 @@ def predict_missing(items: list[Any], state: Path, weights: str | None, device: 
     if todo:
         import handos
 
-        model = handos.load(weights=weights, device=device)
+        model = handos.load(weights=weights, device=device, recall=recall)
         try:
             with tqdm(total=len(todo), unit="img", desc="predict", disable=quiet, dynamic_ncols=True) as bar:
                 summary = run_images(model, items, writer, batch_size=batch_size, workers=workers, progress=bar.update)
@@ -217,7 +220,7 @@ def main(argv: list[str]) -> int:
     state.mkdir(parents=True, exist_ok=True)
     if to_predict:
         predicted += predict_missing(to_predict, state, args.weights, args.device, args.quiet,
-                                     batch_size=args.predict_batch_size, workers=args.workers)
+                                     batch_size=args.predict_batch_size, workers=args.workers, recall=args.recall)
     items = [push.PushItem(record=r, image=str(img)) for r, img in predicted]
     if not items:
         raise InputError("nothing to push: no image could be read")
