@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: MediaPipe's XNNPACK runs 1 thread on desktop Linux, and at "
                         "batch 1 a second thread gains little and collapses when the cores are shared)")
+    p.add_argument("--one-core", action="store_true",
+                   help="pin this process and MediaPipe's to one CPU core (MediaPipe's graph threads then stop "
+                        "competing with its own inference thread: it runs faster that way on 2 cores)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--what", default="latency,throughput,video", help="comma list of latency,throughput,ray,video")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -141,11 +144,14 @@ def main(argv: list[str]) -> int:
 
     import handos
 
+    if args.one_core and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # inherited by the MediaPipe subprocess
     torch.set_num_threads(args.threads)
     what = set(args.what.split(","))
     paths = image_paths(args.images, args.limit)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                f"torch {torch.__version__}, threads {args.threads}", "images": args.images}
+                                f"torch {torch.__version__}, threads {args.threads}"
+                                f"{', pinned to one core' if args.one_core else ''}", "images": args.images}
     cpu = handos.load(device="cpu")
     if "latency" in what:
         plain = handos.load(device="cpu", recall="off")  # MediaPipe's own path: no extra detector views

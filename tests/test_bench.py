@@ -1,0 +1,58 @@
+"""`handos bench`: interleaved latency blocks, and the comparison with MediaPipe's own runtime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from handos import bench
+
+
+class _Recorder:
+    """A stand-in model that logs which image it saw and returns one 'hand'."""
+
+    def __init__(self, name: str, log: list):
+        self.name, self.log = name, log
+
+    def __call__(self, image):
+        self.log.append((self.name, int(image.rgb[0, 0, 0])))
+        return [object()]
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    import cv2
+
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(p), np.full((16, 16, 3), i, np.uint8))
+        paths.append(str(p))
+    return paths
+
+
+def test_latency_runs_models_in_interleaved_blocks(tiny_images):
+    log: list = []
+    models = {"a": _Recorder("a", log), "b": _Recorder("b", log)}
+    res = bench.time_latency(models, tiny_images, mediapipe=False, rounds=2, block=3)
+    assert set(res) == {"a", "b"}
+    assert res["a"]["images"] == 7 and res["a"]["hands"] == 7 and res["a"]["median_ms"] > 0
+    timed = log[10:]  # after 5 warm-up images per model
+    names = [n for n, _ in timed]
+    assert names[:6] == ["a"] * 3 + ["b"] * 3  # block of 3 for a, then the same 3 for b
+    assert [i for n, i in timed if n == "a"] == list(range(7)) * 2
+    assert [i for n, i in timed if n == "b"] == list(range(7)) * 2
+
+
+def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
+    if not (bench.MEDIAPIPE_VENV / "bin" / "python").exists():
+        pytest.skip("MediaPipe reference venv absent (bash .ci/setup_mediapipe_venv.sh)")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--images", str(realdata / "ge2019_realworld" / "images"), "--limit", "4", "--what", "latency",
+                       "--vs", "mediapipe", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["mediapipe_cpu_latency"]["hands"] == 4 and res["handos_cpu_latency"]["hands"] == 4
+    assert res["handos_cpu_latency_recall_off"]["hands"] == 4
+    for key in ("latency_ratio_handos_over_mediapipe", "latency_ratio_recall_off_over_mediapipe"):
+        assert 0.1 < res[key] < 20
