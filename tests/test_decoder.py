@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from handos.errors import ConfigError
 from handos.model.decoder import (DecoderConfig, DecoderInput, HandOSDecoder, decoder_inputs_from_foundation,
                                   hierarchical_mask, load_decoder, save_decoder)
 from handos.model.geometry import chirality, landmark_roi, rot2d
@@ -198,3 +199,18 @@ def test_traced_decode_step_equals_eager_for_any_number_of_hands(decoder, batch,
             for a, b in zip(traced, eager):
                 assert torch.allclose(a.float(), b.float(), atol=1e-5)
     assert len(first) == 7
+
+
+def test_joints_3d_switch_reports_the_direct_head(hand_model, batch):
+    """joints_3d = "direct" reports the joint queries' 3D head; the mesh joints and handedness are unchanged."""
+    torch.manual_seed(0)
+    mesh = HandOSDecoder(TINY, hand_model).eval()
+    direct = HandOSDecoder(DecoderConfig(**{**TINY.__dict__, "joints_3d": "direct"}), hand_model).eval()
+    direct.load_state_dict(mesh.state_dict())
+    with torch.no_grad():
+        a, b = mesh(batch), direct(batch)
+    assert torch.equal(b.joints_3d, a.aux["joints_3d_aux"]) and torch.equal(b.aux["joints_3d_mesh"], a.joints_3d)
+    assert torch.equal(a.is_left, b.is_left) and torch.equal(a.vertices, b.vertices)
+    assert torch.allclose(b.joints_3d[:, 0], torch.zeros(len(batch), 3), atol=1e-6)
+    with pytest.raises(ConfigError):
+        DecoderConfig(joints_3d="vertices")

@@ -112,3 +112,28 @@ def test_cli_help():
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
+
+
+def test_bone_loss_is_zero_on_target_and_sees_short_fingers(hand_model):
+    """The bone-length term: 0 when the reported joints are the target, > 0 when the fingers are shortened."""
+    from types import SimpleNamespace
+
+    from handos.data.synthetic import SyntheticHands
+    from handos.model.losses import LossWeights, bone_lengths, decoder_losses, mesh_edges
+
+    inp, tgt = SyntheticHands(hand_model).sample(3, torch.Generator().manual_seed(2))
+    j = tgt.joints_3d  # (3,21,3)
+    assert bone_lengths(j).shape == (3, 20)
+    assert torch.allclose(bone_lengths(j)[:, 0], (j[:, 1] - j[:, 0]).norm(dim=-1))
+    short = j.clone()
+    short[:, 1:] = short[:, 1:] * 0.9  # every joint pulled 10% towards the wrist
+    n = len(inp)
+    roi = torch.tensor([[100.0, 100.0, 200.0, 200.0, 0.0]]).expand(n, 5)
+    faces = torch.tensor([[0, 1, 2]])
+    terms = []
+    for joints in (j, short):
+        out = SimpleNamespace(joints_3d=joints, vertices=tgt.vertices, joints_2d=tgt.joints_2d,
+                              joints_2d_score=torch.full((n, 21), 0.5), cam_t=tgt.cam_t,
+                              aux={"roi": roi, "joints_3d_aux": joints})
+        terms.append(decoder_losses(out, tgt, inp, faces, mesh_edges(faces), LossWeights(bone=1.0))[1]["bone"])
+    assert terms[0] < 1e-5 and terms[1] > 0.1, terms

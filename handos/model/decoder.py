@@ -48,7 +48,16 @@ class DecoderConfig:
     wrist_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
     depth_prior_m: float = 0.2  # tz = f * depth_prior_m * exp(head) / roi_size
     chirality_gain: float = 6.0  # handedness_score = 0.5 + 0.5 * tanh(gain * |chirality|)
+    # which 3D joints are reported (inference only; training is the same): "mesh" = joint regressor on the
+    # upsampled mesh (the coarse mesh blurs fingertips and shortens distal bones), "direct" = the joint
+    # queries' own 3D head (the auxiliary joints); handedness always comes from the mesh joints
+    joints_3d: str = "mesh"
     version: str = "handos-decoder-0.1"
+
+    def __post_init__(self) -> None:
+        """Reject unknown choices early."""
+        if self.joints_3d not in ("mesh", "direct"):
+            raise ConfigError(f"decoder config joints_3d must be 'mesh' or 'direct', got {self.joints_3d!r}")
 
     @staticmethod
     def from_dict(d: dict) -> "DecoderConfig":
@@ -288,9 +297,11 @@ class HandOSDecoder(nn.Module):
         cam_t = torch.cat([txy, tz[:, None]], -1)
         chi = chirality(joints)
         return DecoderOutput(
-            joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts, joints_3d=joints,
-            cam_t=cam_t, is_left=chi > 0, handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
-            aux={"joints_3d_aux": joints_aux, "coarse": coarse, "roi": roi, "u_ref": u_ref, "log_s": log_s})
+            joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts,
+            joints_3d=joints_aux if cfg.joints_3d == "direct" else joints, cam_t=cam_t, is_left=chi > 0,
+            handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
+            aux={"joints_3d_aux": joints_aux, "joints_3d_mesh": joints, "coarse": coarse, "roi": roi, "u_ref": u_ref,
+                 "log_s": log_s})
 
 
 def save_decoder(model: HandOSDecoder, path: str | Path) -> Path:

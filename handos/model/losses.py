@@ -1,5 +1,5 @@
 """Training losses of the decoder (design 1.1 step 7): vertex, joint, normal, edge, 2D reprojection,
-2D joint (+ OKS), camera. All are scale-normalised so each term is O(1) early in training."""
+2D joint (+ OKS), camera, bone length. All are scale-normalised so each term is O(1) early in training."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from handos.model.decoder import PARENTS
 from handos.model.geometry import project
 
 CM = 100.0  # 3D terms in centimetres
@@ -27,6 +28,15 @@ class LossWeights:
     oks: float = 1.0
     score: float = 0.1
     camera: float = 1.0
+    bone: float = 0.0  # bone lengths of the direct (auxiliary) 3D joints; 0 = off
+
+
+BONE_PARENTS = torch.tensor(PARENTS[1:])  # (20,) parent of joints 1..20
+
+
+def bone_lengths(joints: torch.Tensor) -> torch.Tensor:
+    """Lengths (B,20) of the 20 bones (child - parent) of joints (B,21,3)."""
+    return (joints[:, 1:] - joints[:, BONE_PARENTS]).norm(dim=-1)
 
 
 def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
@@ -49,8 +59,11 @@ def decoder_losses(out, target, inp, faces: torch.Tensor, edges: torch.Tensor,
     size = roi[:, 2:3]  # (B,1) px
     terms: dict[str, torch.Tensor] = {}
     terms["vertex"] = (out.vertices - target.vertices).abs().mean() * CM
-    terms["joint"] = (out.joints_3d - target.joints_3d).abs().mean() * CM
-    terms["joint_aux"] = (out.aux["joints_3d_aux"] - target.joints_3d).abs().mean() * CM
+    # the same terms whichever joints the decoder reports (config joints_3d): "joint"/"reproj" on the mesh joints
+    mesh_joints, direct = out.aux.get("joints_3d_mesh", out.joints_3d), out.aux["joints_3d_aux"]  # (B,21,3) each
+    terms["joint"] = (mesh_joints - target.joints_3d).abs().mean() * CM
+    terms["joint_aux"] = (direct - target.joints_3d).abs().mean() * CM
+    terms["bone"] = (bone_lengths(direct) - bone_lengths(target.joints_3d)).abs().mean() * CM
     # normals: same faces for pred and GT, so winding (left/right) cancels out
     terms["normal"] = (1 - (face_normals(out.vertices, faces) * face_normals(target.vertices, faces)).sum(-1)).mean()
     le = lambda v: (v[:, edges[:, 0]] - v[:, edges[:, 1]]).norm(dim=-1)  # noqa: E731
@@ -60,7 +73,7 @@ def decoder_losses(out, target, inp, faces: torch.Tensor, edges: torch.Tensor,
     terms["joint_2d"] = ((out.joints_2d - target.joints_2d).abs() / size[..., None]).mean()
     oks = torch.exp(-(d2 ** 2) / (2 * OKS_SIGMA ** 2))
     terms["oks"] = (1 - oks).mean()
-    proj = project(out.joints_3d + out.cam_t[:, None], inp.camera)
+    proj = project(mesh_joints + out.cam_t[:, None], inp.camera)
     terms["reproj"] = ((proj - target.joints_2d).abs() / size[..., None]).clamp(max=1.0).mean()
     terms["score"] = F.binary_cross_entropy(out.joints_2d_score.clamp(1e-4, 1 - 1e-4), oks.detach())
     tz, tz_gt = out.cam_t[:, 2], target.cam_t[:, 2]
