@@ -469,6 +469,9 @@ class Foundation:
         joints, z = project_landmarks(lm["landmarks"], rois_f.to(lm["landmarks"].device), LANDMARK_SIZE)
         score = torch.tensor(src_score, dtype=torch.float32, device=presence.device)
         score = torch.where(torch.isnan(score), presence, score)
+        # a boosted hand's palm score is low by construction (>= boost_min_score); it was confirmed by the
+        # landmark net (presence >= boost_min_presence), so that confirmation is its score
+        score = torch.where(boost_t, presence, score)
         lo, hi = joints.amin(1), joints.amax(1)  # (M,2)
         pad = (hi - lo).amax(-1, keepdim=True) * cfg.box_pad
         box = torch.cat([lo - pad, hi + pad], -1)
