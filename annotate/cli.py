@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handos.errors import InputError
+from handos.foundation import RECALL_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--predict-batch-size", type=int, default=8, help="images per model batch")
     p.add_argument("--workers", type=int, default=2, help="image decode threads for the model")
-    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+    p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort for images without predictions (search: multi-scale, ~10x slower, finds "
                         "more hands on hard images)")
     p.add_argument("--export", metavar="OUT.json", default=None,

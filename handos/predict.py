@@ -6,6 +6,7 @@ import os
 import sys
 
 from handos.errors import InputError
+from handos.foundation import RECALL_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="image decode threads (0 = decode in the main thread)")
     p.add_argument("--max-hands", type=int, default=None)
-    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+    p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
                         "(default), full, search (multi-scale, ~10x slower; for pre-labeling)")
     p.add_argument("--vertices", action="store_true", help="include mesh vertices in the records")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, TextIO
 
 from handos.errors import InputError
+from handos.foundation import RECALL_MODES
 from handos.eval.report import EvalAccumulator, GTHand, PredHand, format_report
 
 
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-preds", metavar="JSONL", help="score these saved predictions instead of running a model")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--weights", default=None, help="weights path or Hub repo id (default: the shipped weights)")
-    p.add_argument("--recall", choices=("off", "fast", "full", "search"), default="fast",
+    p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort (see handos.load); off = MediaPipe's own path")
     p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")

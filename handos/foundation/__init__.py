@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import importlib
 
+# detector effort beyond MediaPipe's own path (FoundationConfig.recall_boost); here so CLIs can list the
+# choices without importing torch
+RECALL_MODES = ("off", "fast", "full", "search")
+
 _NETS = ("load_palm_detector", "load_landmark_net", "PalmDetector", "LandmarkNet", "TFLiteGraph", "load_graph")
 _PIPELINE = ("Foundation", "FoundationOutput", "roi_from_landmarks")
 # modules that may define the pipeline names, tried in order
 _PIPELINE_MODULES = ("handos.foundation.pipeline", "handos.foundation.foundation", "handos.foundation.detect",
                      "handos.foundation.roi")
 
-__all__ = list(_NETS + _PIPELINE)
+__all__ = list(_NETS + _PIPELINE) + ["RECALL_MODES"]
 
 
 def __getattr__(name: str):

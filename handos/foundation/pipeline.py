@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from handos.errors import ConfigError, InputError
+from handos.foundation import RECALL_MODES
 from handos.foundation.anchors import palm_anchors
 from handos.foundation.palm import (PALM_OPTIONS, PalmDetections, decode_detections, letterbox_rois,
                                     remove_letterbox, weighted_nms)
@@ -47,7 +48,6 @@ from handos.foundation.roi import (axis_aligned_iou, box_iou, crop_affine, crop_
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks"]
 
 PALM_SIZE = 192
-RECALL_MODES = ("off", "fast", "full", "search")
 SEARCH_SCALES = (1.5, 1.0, 0.6, 0.36)  # "search" views: square side / image long side
 LANDMARK_SIZE = 224
 
@@ -102,12 +102,19 @@ class FoundationConfig:
     dedup_iou: float = 0.2
     dedup_min_size: float = 0.3
 
+    @property
+    def recall_mode(self) -> str:
+        """`recall_boost` as one of RECALL_MODES (True -> "full", False -> "off", also when set after creation)."""
+        mode = self.recall_boost
+        if isinstance(mode, bool):
+            mode = "full" if mode else "off"
+        if mode not in RECALL_MODES:
+            raise ConfigError(f"recall_boost must be one of {', '.join(RECALL_MODES)}, got {mode!r}")
+        return mode
+
     def __post_init__(self) -> None:
         """Validate ranges (ConfigError with a one-line message); booleans for recall_boost map to off/full."""
-        if isinstance(self.recall_boost, bool):
-            self.recall_boost = "full" if self.recall_boost else "off"
-        if self.recall_boost not in RECALL_MODES:
-            raise ConfigError(f"recall_boost must be one of {', '.join(RECALL_MODES)}, got {self.recall_boost!r}")
+        self.recall_boost = self.recall_mode
         if self.max_hands < 1:
             raise ConfigError(f"max_hands must be >= 1, got {self.max_hands}")
         for name in ("min_detection_score", "min_presence", "nms_iou", "association_iou",
@@ -430,7 +437,7 @@ class Foundation:
             return self._empty(torch.zeros((0, 2), dtype=torch.long))
         imgs = _Images(imgs_np, self.device)
         which = [i for i in range(B) if carried[i].shape[0] < mh]
-        boost = cfg.recall_boost if isinstance(cfg.recall_boost, str) else ("full" if cfg.recall_boost else "off")
+        boost = cfg.recall_mode
         palms = dict(zip(which, self.detect_palms(imgs, which, mh, boost)))
 
         # Association (AssociationNormRectCalculator): palm ROIs, then carried ROIs; an ROI overlapping an

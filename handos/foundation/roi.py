@@ -174,7 +174,7 @@ def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor,
                     border: str = "replicate") -> torch.Tensor:
     """`crop_images` with exact resampling on the CPU, done by OpenCV itself: (H,W,3) uint8 arrays -> (N,3,S,S).
 
-    cv2.warpAffine(INTER_LINEAR) with the crop -> image map is what MediaPipe's CPU graph runs, so this is
+    cv2.warpAffine(INTER_LINEAR) with the `crop_affine` map is what MediaPipe's CPU graph runs, so this is
     exact by construction and ~10x faster than the torch emulation at batch 1. Values 0..255 float32.
     """
     import cv2
@@ -182,15 +182,11 @@ def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor,
 
     n = rois.shape[0]
     out = np.empty((n, size, size, 3), dtype=np.uint8)
-    r = rois.detach().to("cpu", torch.float64).numpy()
+    maps = crop_affine(rois.detach().to("cpu", torch.float64), size).numpy()  # (N,2,3) image px -> crop px
     idx = image_index.detach().cpu().numpy()
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
     for k in range(n):  # one call per crop: OpenCV has no batched warp
-        cx, cy, w, h, rot = r[k]
-        c, s = math.cos(rot), math.sin(rot)
-        m = np.array([[c * w / size, -s * h / size, cx - 0.5 * c * w + 0.5 * s * h],
-                      [s * w / size, c * h / size, cy - 0.5 * s * w - 0.5 * c * h]])  # crop px -> image px
-        cv2.warpAffine(images[idx[k]], m, (size, size), dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        cv2.warpAffine(images[idx[k]], maps[k], (size, size), dst=out[k], flags=cv2.INTER_LINEAR,
                        borderMode=mode, borderValue=(0, 0, 0))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
