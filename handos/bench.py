@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="images to use")
     p.add_argument("--vs", choices=("mediapipe",), default=None, help="also time MediaPipe's own runtime on the same images")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: MediaPipe's XNNPACK runs 1 thread on desktop Linux, and at "
-                        "batch 1 a second thread gains little and collapses when the cores are shared)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own choice, one per core, which is what handos.load() "
+                        "users get; MediaPipe's XNNPACK runs one inference thread on desktop Linux whatever this says)")
     p.add_argument("--one-core", action="store_true",
                    help="pin this process and MediaPipe's to one CPU core (MediaPipe's graph threads then stop "
                         "competing with its own inference thread: it runs faster that way on 2 cores)")
@@ -64,6 +64,24 @@ def _summary(times: list[float], hands: int, images: int) -> dict:
     """Median and p90 in ms."""
     return {"images": images, "hands": hands, "median_ms": 1e3 * float(np.median(times)),
             "p90_ms": 1e3 * float(np.percentile(times, 90))}
+
+
+class FoundationOnly:
+    """The frozen foundation alone (palm detector + landmark network, MediaPipe's own graph): image -> scored hands.
+
+    The like-for-like counterpart of MediaPipe Hands' `process` (same two networks, same outputs: boxes, 21
+    landmarks, handedness); the full model adds the decoder's 3D joints, camera and mesh on top.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, image):
+        """Scores of the hands found (over the model's threshold), one per hand."""
+        from handos.io.images import load_image
+
+        fout = self.model.foundation.detect([load_image(image).rgb], max_hands=self.model.max_hands)
+        return [s for s in fout.score.tolist() if s >= self.model.score_threshold]
 
 
 def time_latency(models: dict, paths: list[str], mediapipe: bool = False, rounds: int = 2, block: int = 10) -> dict:
@@ -146,23 +164,27 @@ def main(argv: list[str]) -> int:
 
     if args.one_core and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # inherited by the MediaPipe subprocess
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     what = set(args.what.split(","))
     paths = image_paths(args.images, args.limit)
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                f"torch {torch.__version__}, threads {args.threads}"
+                                f"torch {torch.__version__}, threads {torch.get_num_threads()}"
                                 f"{', pinned to one core' if args.one_core else ''}", "images": args.images}
     cpu = handos.load(device="cpu")
     if "latency" in what:
         plain = handos.load(device="cpu", recall="off")  # MediaPipe's own path: no extra detector views
-        lat = time_latency({"default": cpu, "off": plain}, paths, mediapipe=args.vs == "mediapipe")
+        models = {"default": cpu, "off": plain, "foundation": FoundationOnly(plain)}
+        lat = time_latency(models, paths, mediapipe=args.vs == "mediapipe")
         results["handos_cpu_latency"] = lat["default"]
         results["handos_cpu_latency_recall_off"] = lat["off"]
+        results["foundation_cpu_latency"] = lat["foundation"]  # MediaPipe's graph in torch, no decoder
         if "mediapipe" in lat:
             mp = lat["mediapipe"]
             results["mediapipe_cpu_latency"] = mp
             results["latency_ratio_handos_over_mediapipe"] = lat["default"]["median_ms"] / mp["median_ms"]
             results["latency_ratio_recall_off_over_mediapipe"] = lat["off"]["median_ms"] / mp["median_ms"]
+            results["latency_ratio_foundation_over_mediapipe"] = lat["foundation"]["median_ms"] / mp["median_ms"]
     if "throughput" in what:
         time_throughput(cpu, paths[: 2 * args.batch_size], args.batch_size, workers=0)  # warm-up: traced shapes
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)

@@ -53,6 +53,7 @@ def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
                        "--vs", "mediapipe", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["mediapipe_cpu_latency"]["hands"] == 4 and res["handos_cpu_latency"]["hands"] == 4
-    assert res["handos_cpu_latency_recall_off"]["hands"] == 4
-    for key in ("latency_ratio_handos_over_mediapipe", "latency_ratio_recall_off_over_mediapipe"):
+    assert res["handos_cpu_latency_recall_off"]["hands"] == 4 and res["foundation_cpu_latency"]["hands"] == 4
+    for key in ("latency_ratio_handos_over_mediapipe", "latency_ratio_recall_off_over_mediapipe",
+                "latency_ratio_foundation_over_mediapipe"):
         assert 0.1 < res[key] < 20
