@@ -1,4 +1,5 @@
-"""Training: loss goes down, resume continues exactly, the DDP path runs (world size 1, gloo)."""
+"""Training: loss goes down, resume continues exactly, the DDP path runs (world size 1 in-process, and two
+processes under torchrun on the CPU with gloo)."""
 from __future__ import annotations
 
 import os
@@ -92,6 +93,27 @@ def test_ddp_world_size_one(hand_model, tmp_path, monkeypatch):
         if dist.is_initialized():
             dist.destroy_process_group()
     assert summary["world_size"] == 1 and (tmp_path / "ddp" / "decoder.safetensors").exists()
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """The documented multi-GPU command, run with two CPU processes (gloo): one log, one summary, world size 2."""
+    import json
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "handos", "train", "--config", _config(tmp_path, 3, out),
+           "--device", "cpu", "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summaries = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1 and summaries[0]["world_size"] == 2 and summaries[0]["steps"] == 3
+    assert (out / "log.jsonl").read_text().count("\n") == 3  # rank 0 logs, once per step
+    assert (out / "decoder.safetensors").exists()
 
 
 def test_bad_config_is_a_clean_error(tmp_path):

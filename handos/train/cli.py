@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def main(argv: list[str]) -> int:
@@ -24,5 +25,6 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "out_dir", "device", "threads")}
     summary = train(args.config, resume=args.resume, overrides=overrides, progress=not args.no_progress)
-    print(json.dumps(summary, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's)
+        print(json.dumps(summary, default=str))
     return 0
