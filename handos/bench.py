@@ -90,13 +90,16 @@ def time_latency(models: dict, paths: list[str], mediapipe: bool = False, rounds
     The runs are interleaved in blocks of `block` images (model A, model B, MediaPipe, next block, ...; `rounds`
     passes over `paths`) so that all see the same machine: on a shared VM the speed drifts by +-30 % within
     minutes, and separate runs minutes apart gave ratios from 1.7 to 2.3 for the same code.
-    Returns {name: {images, hands, median_ms, p90_ms}} (+ "mediapipe" when asked and its venv exists).
+    Returns {name: {images, hands, median_ms, p90_ms}} (+ "mediapipe" when asked and its venv exists); with
+    MediaPipe, each model also gets `block_ratio`: the median over blocks of (its median / MediaPipe's median in
+    the same block), which pairs the runtimes block by block and so drops most of the drift between blocks.
     """
     for m in models.values():  # warm-up: traces, allocator, caches
         _block_times(m, paths[:5])
     server = start_mediapipe(paths) if mediapipe else None
     times: dict[str, list[float]] = {k: [] for k in list(models) + (["mediapipe"] if server else [])}
     hands = dict.fromkeys(times, 0)
+    block_medians: dict[str, list[float]] = {k: [] for k in times}
     try:
         for _ in range(rounds):
             for s in range(0, len(paths), block):
@@ -105,17 +108,24 @@ def time_latency(models: dict, paths: list[str], mediapipe: bool = False, rounds
                     t, h = _block_times(m, chunk)
                     times[name] += t
                     hands[name] += h
+                    block_medians[name].append(float(np.median(t)))
                 if server:
                     server.stdin.write(f"{s} {s + len(chunk)}\n")
                     server.stdin.flush()
                     res = json.loads(server.stdout.readline())
                     times["mediapipe"] += res["seconds"]
                     hands["mediapipe"] += res["hands"]
+                    block_medians["mediapipe"].append(float(np.median(res["seconds"])))
     finally:
         if server:
             server.stdin.close()
             server.wait(timeout=60)
-    return {k: _summary(v, hands[k] // rounds, len(paths)) for k, v in times.items()}
+    out = {k: _summary(v, hands[k] // rounds, len(paths)) for k, v in times.items()}
+    if server:
+        mp = np.asarray(block_medians["mediapipe"])
+        for name in models:
+            out[name]["block_ratio"] = float(np.median(np.asarray(block_medians[name]) / mp))
+    return out
 
 
 def start_mediapipe(paths: list[str]) -> subprocess.Popen | None:
@@ -185,6 +195,7 @@ def main(argv: list[str]) -> int:
             results["latency_ratio_handos_over_mediapipe"] = lat["default"]["median_ms"] / mp["median_ms"]
             results["latency_ratio_recall_off_over_mediapipe"] = lat["off"]["median_ms"] / mp["median_ms"]
             results["latency_ratio_foundation_over_mediapipe"] = lat["foundation"]["median_ms"] / mp["median_ms"]
+            results["latency_block_ratios"] = {k: lat[k]["block_ratio"] for k in models}  # paired per block
     if "throughput" in what:
         time_throughput(cpu, paths[: 2 * args.batch_size], args.batch_size, workers=0)  # warm-up: traced shapes
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, args.batch_size, workers=2)

@@ -57,3 +57,5 @@ def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
     for key in ("latency_ratio_handos_over_mediapipe", "latency_ratio_recall_off_over_mediapipe",
                 "latency_ratio_foundation_over_mediapipe"):
         assert 0.1 < res[key] < 20
+    assert set(res["latency_block_ratios"]) == {"default", "off", "foundation"}
+    assert all(0.1 < r < 20 for r in res["latency_block_ratios"].values())
