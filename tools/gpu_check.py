@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -33,15 +32,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the device machine runs from a bare checkout, without `pip install -e .`
 
 
-def _images(realdata: Path, limit: int) -> tuple[list, dict, Path]:
-    """Decoded ge2019 images (LoadedImage) and the annotations (first `limit` images)."""
+def _annotations(realdata: Path, limit: int) -> tuple[dict, Path]:
+    """The ge2019 annotations (first `limit` images) and their file's path."""
     from handos.eval.cli import load_annotations
-    from handos.io.images import load_image
 
     ann_path = realdata / "ge2019_realworld" / "derived_annotations.json"
     ann = load_annotations(ann_path)
     ann["images"] = ann["images"][:limit]
-    return [load_image(ann_path.parent / im["file"]) for im in ann["images"]], ann, ann_path
+    return ann, ann_path
+
+
+def _images(ann: dict, ann_path: Path) -> list:
+    """The annotated images, decoded (LoadedImage)."""
+    from handos.io.images import load_image
+
+    return [load_image(ann_path.parent / im["file"]) for im in ann["images"]]
 
 
 def _sync(device: str) -> None:
@@ -109,20 +114,19 @@ def check_pipeline(images: list, device: str) -> dict:
 def check_latency(images: list, device: str) -> dict:
     """Batch-1 end-to-end latency per decoded image on `device` (median and p90, ms)."""
     import handos
+    from handos.bench import _summary
 
     model = handos.load(device=device)
     for im in images[:5]:
         model(im)
-    times = []
+    times, hands = [], 0
     for im in images:
         _sync(device)
         t = time.perf_counter()
-        model(im)
+        hands += len(model(im))
         _sync(device)
         times.append(time.perf_counter() - t)
-    times.sort()
-    return {"images": len(images), "median_ms": 1e3 * statistics.median(times),
-            "p90_ms": 1e3 * times[int(0.9 * (len(times) - 1))]}
+    return _summary(times, hands, len(images))  # the bench's own summary: images, hands, median_ms, p90_ms
 
 
 def check_throughput(images: list, device: str, batch_sizes: tuple[int, ...] = (16, 64, 256)) -> dict:
@@ -183,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = "CUDA is not available on this machine"
         print(json.dumps(results, indent=1))
         return 1
-    images, ann, ann_path = _images(Path(args.realdata), args.images)
+    ann, ann_path = _annotations(Path(args.realdata), max(args.images, args.eval_images))
+    images = _images({"images": ann["images"][:args.images]}, ann_path)
+    eval_ann = {**ann, "images": ann["images"][:args.eval_images]}
     skip = set(filter(None, args.skip.split(",")))
     sections = {
         "parity": lambda: check_parity(images[:16], args.device),
         "pipeline": lambda: check_pipeline(images, args.device),
         "latency": lambda: check_latency(images, args.device),
         "throughput": lambda: check_throughput(images, args.device),
-        "train": lambda: check_train(_images(Path(args.realdata), args.eval_images)[1], ann_path, args.device, args.train_steps),
+        "train": lambda: check_train(eval_ann, ann_path, args.device, args.train_steps),
     }
     for name, run in sections.items():
         if name in skip or (name == "train" and args.train_steps <= 0):
