@@ -125,7 +125,7 @@ def predict_missing(items: list[Any], state: Path, weights: str | None, device: 
     from tqdm import tqdm
 
     from handos.io.records import RecordWriter, read_records
-    from handos.runner import run_images
+    from handos.batch.runner import run_images
 
     out = state / "predictions.jsonl"
     writer = RecordWriter(str(out), resume=True)

@@ -6,12 +6,12 @@ import sys
 
 # verb -> (module, function, one-line help); each module owns its argparse and imports lazily.
 VERBS: dict[str, tuple[str, str, str]] = {
-    "predict": ("handos.predict", "main", "run the model on images, folders, manifests or clips"),
-    "eval": ("handos.eval.cli", "main", "evaluate on an annotation file (design section 3.2)"),
-    "bench": ("handos.bench", "main", "measure latency and throughput"),
-    "train": ("handos.train.cli", "main", "train the decoder from a config"),
-    "label": ("annotate.cli", "main", "push predictions into Label Studio as pre-annotations"),
-    "hand": ("handos.hand.cli", "main", "export the hand model in a pose (OBJ/PNG)"),
+    "predict": ("handos.cli.predict", "main", "run the model on images, folders, manifests or clips"),
+    "eval": ("handos.cli.eval", "main", "evaluate on an annotation file (derived_annotations.json)"),
+    "bench": ("handos.cli.bench", "main", "measure latency and throughput"),
+    "train": ("handos.cli.train", "main", "train the decoder from a config"),
+    "label": ("annotate.cli", "main", "push predictions into Label Studio as pre-annotations"),  # imported only when run
+    "hand": ("handos.cli.hand", "main", "export the hand model in a pose (OBJ/PNG)"),
 }
 
 

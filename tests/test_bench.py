@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from handos import bench
+from handos.cli import bench as bench_cli
+from handos.errors import InputError
+from handos.eval import bench
 
 
 class _Recorder:
@@ -46,10 +48,10 @@ def test_latency_runs_models_in_interleaved_blocks(tiny_images):
 
 
 def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
-    if not (bench.MEDIAPIPE_VENV / "bin" / "python").exists():
+    if bench.mediapipe_python() is None:
         pytest.skip("MediaPipe reference venv absent (bash .ci/setup_mediapipe_venv.sh)")
     out = tmp_path / "bench.json"
-    assert bench.main(["--images", str(realdata / "ge2019_realworld" / "images"), "--limit", "4", "--what", "latency",
+    assert bench_cli.main(["--images", str(realdata / "ge2019_realworld" / "images"), "--limit", "4", "--what", "latency",
                        "--vs", "mediapipe", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["mediapipe_cpu_latency"]["hands"] == 4 and res["handos_cpu_latency"]["hands"] == 4
@@ -59,3 +61,18 @@ def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
         assert 0.1 < res[key] < 20
     assert set(res["latency_block_ratios"]) == {"default", "off", "foundation"}
     assert all(0.1 < r < 20 for r in res["latency_block_ratios"].values())
+
+
+def test_bench_inputs_are_explicit(tmp_path, monkeypatch):
+    """Missing images or MediaPipe interpreter: a one-line error saying what to pass."""
+    monkeypatch.setenv("HANDOS_REALDATA", str(tmp_path / "nowhere"))
+    assert bench.default_images() == str(tmp_path / "nowhere" / "ge2019_realworld" / "images")
+    with pytest.raises(InputError, match="--images"):
+        bench.image_paths(bench.default_images(), 5)
+    monkeypatch.setenv("HANDOS_MEDIAPIPE_PYTHON", str(tmp_path / "no-python"))
+    with pytest.raises(InputError, match="--mediapipe-python"):
+        bench.mediapipe_python()
+    with pytest.raises(InputError, match="no such Python"):
+        bench.mediapipe_python(str(tmp_path))  # a folder is not an interpreter
+    assert bench.MEDIAPIPE_WORKER.is_file()
+    assert "import handos" not in bench.MEDIAPIPE_WORKER.read_text()

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from handos.errors import InputError
-from handos.eval import cli
+from handos.cli import eval as eval_cli
+from handos.eval import run
 from handos.io.camera import default_camera
 from handos.io.schema import Hand, validate_record
 
@@ -79,11 +80,11 @@ class FakePredictor:
 
 def test_evaluate_with_fake_predictor(tiny_set, tmp_path):
     root, truth = tiny_set
-    ann = cli.load_annotations(root / "derived_annotations.json")
+    ann = run.load_annotations(root / "derived_annotations.json")
     pred = FakePredictor(truth)
     preds_file = tmp_path / "p.jsonl"
     with preds_file.open("w") as fh:
-        rep = cli.evaluate(ann, pred, root, preds_out=fh, batch_size=1)
+        rep = run.evaluate(ann, pred, root, preds_out=fh, batch_size=1)
     # the image's camera when given, else the documented default (55 deg FOV across the longer side)
     assert pred.calls[0][1][0].to_dict() == ann["images"][0]["camera"]
     assert pred.calls[1][1][0] == default_camera(64, 48)
@@ -106,18 +107,18 @@ def test_evaluate_with_fake_predictor(tiny_set, tmp_path):
         validate_record(r)
     assert recs[0]["camera"]["fx"] == 100.0 and len(recs[1]["hands"]) == 2
     # scoring the saved predictions gives the same numbers
-    rep2 = cli.score_records(ann, recs)
+    rep2 = run.score_records(ann, recs)
     for key in ("recall", "false_positives", "pck2d@0.1", "mean_err_2d_px", "root_depth_err_mm", "handedness_acc"):
         assert rep2[key] == pytest.approx(rep[key], abs=0.01), key  # records round to 0.01 px
 
 
 def test_main_from_preds_writes_report(tiny_set, tmp_path, capsys):
     root, truth = tiny_set
-    ann = cli.load_annotations(root / "derived_annotations.json")
+    ann = run.load_annotations(root / "derived_annotations.json")
     with (tmp_path / "p.jsonl").open("w") as fh:
-        cli.evaluate(ann, FakePredictor(truth), root, preds_out=fh, batch_size=2)
+        run.evaluate(ann, FakePredictor(truth), root, preds_out=fh, batch_size=2)
     out = tmp_path / "r" / "report.json"
-    assert cli.main([str(root / "derived_annotations.json"), "--from-preds", str(tmp_path / "p.jsonl"), "--out", str(out)]) == 0
+    assert eval_cli.main([str(root / "derived_annotations.json"), "--from-preds", str(tmp_path / "p.jsonl"), "--out", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert rep["false_positives"] == 1 and rep["mode"] == "saved-predictions"
     printed = capsys.readouterr().out
@@ -128,16 +129,16 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     from handos.__main__ import main as dispatch
 
     with pytest.raises(InputError, match="no such annotation file"):
-        cli.load_annotations(tmp_path / "missing.json")
+        run.load_annotations(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputError, match="not a readable JSON"):
-        cli.load_annotations(tmp_path / "bad.json")
+        run.load_annotations(tmp_path / "bad.json")
     (tmp_path / "noimg.json").write_text('{"x": 1}')
     with pytest.raises(InputError, match="images"):
-        cli.load_annotations(tmp_path / "noimg.json")
+        run.load_annotations(tmp_path / "noimg.json")
     ann = {"images": [{"file": "nope.png", "hands": []}]}
     with pytest.raises(InputError, match="missing"):
-        cli.evaluate(ann, FakePredictor({}), tmp_path)
+        run.evaluate(ann, FakePredictor({}), tmp_path)
     assert dispatch(["eval", str(tmp_path / "missing.json")]) == 2
 
 
@@ -200,7 +201,7 @@ REAL_SETS = ("ge2019_realworld", "interhand26m", "freihand", "onehand10k", "pano
 @pytest.mark.parametrize("name", REAL_SETS)
 def test_real_annotations_score_oracle_and_shifted_predictions(realdata, name):
     """Every shared set parses; GT-as-prediction scores perfectly; a 3 mm deeper, 0.1-box-shifted copy scores as computed."""
-    ann = cli.load_annotations(realdata / name / "derived_annotations.json")
+    ann = run.load_annotations(realdata / name / "derived_annotations.json")
     oracle, shifted = [], []
     for im in ann["images"]:
         hands, moved = [], []
@@ -214,14 +215,14 @@ def test_real_annotations_score_oracle_and_shifted_predictions(realdata, name):
                           "joints_3d": (j3 + [0, 0, 0.003]).tolist(), "handedness": side})
         oracle.append({"file": im["file"], "model": "oracle", "hands": hands})
         shifted.append({"file": im["file"], "model": "shifted", "hands": moved})
-    rep = cli.score_records(ann, oracle)
+    rep = run.score_records(ann, oracle)
     assert rep["recall"] == 1.0 and rep["false_positives"] == 0 and rep["missed_hands"] == []
     assert rep["pck2d@0.05"] == 1.0 and rep["mean_err_2d_px"] == 0.0
     has_3d = any(h["joints_3d"] is not None for im in ann["images"] for h in im["hands"])
     assert (rep["pa_mpjpe_mm"] is not None) == has_3d
     if has_3d:
         assert rep["pa_mpjpe_mm"] < 1e-6 and rep["root_depth_err_mm"] < 1e-6
-    rep = cli.score_records(ann, shifted)
+    rep = run.score_records(ann, shifted)
     assert rep["recall"] == 1.0  # 0.07 x box < 0.5 x box
     assert rep["pck2d@0.05"] == 0.0 and rep["pck2d@0.1"] == 1.0
     if has_3d:

@@ -218,7 +218,7 @@ def test_bad_pose_shape_is_a_clear_error(hm):
 
 
 def test_cli_exports_obj_and_png(tmp_path):
-    from handos.hand.cli import main
+    from handos.cli.hand import main
 
     obj, png = tmp_path / "hand.obj", tmp_path / "hand.png"
     assert main(["--pose", "fist", "--out", str(obj), "--png", str(png), "--left", "--view", "side", "--size", "128"]) == 0

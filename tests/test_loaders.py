@@ -286,7 +286,7 @@ def test_hamer_npz(tmp_path):
 
 
 def test_as_eval_annotations_round_trips_through_eval(freihand_root, ho3d_root, tmp_path):
-    from handos.eval.cli import evaluate, load_annotations
+    from handos.eval.run import evaluate, load_annotations
     from handos.io.schema import Hand
 
     root, xyz, _ = freihand_root

@@ -11,7 +11,7 @@ from PIL import Image
 from handos.__main__ import main as cli
 from handos.io.manifest import expand_inputs
 from handos.io.records import RecordWriter, read_records
-from handos.runner import run_images
+from handos.batch.runner import run_images
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_cli_sharded_output(model, image_set, tmp_path):
 @pytest.mark.slow
 def test_ray_matches_single_process(model, image_set, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra handos[ray]; pip install 'handos[ray]'")
-    from handos.ray_predict import run_ray
+    from handos.batch.ray import run_ray
 
     items = expand_inputs([str(image_set)])
     run_images(model, items, RecordWriter(str(tmp_path / "single.jsonl")), batch_size=8, workers=2)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # the device machine runs from a bare checkout, w
 
 def _annotations(realdata: Path, limit: int) -> tuple[dict, Path]:
     """The ge2019 annotations (first `limit` images) and their file's path."""
-    from handos.eval.cli import load_annotations
+    from handos.eval.run import load_annotations
 
     ann_path = realdata / "ge2019_realworld" / "derived_annotations.json"
     ann = load_annotations(ann_path)
@@ -114,7 +114,7 @@ def check_pipeline(images: list, device: str) -> dict:
 def check_latency(images: list, device: str) -> dict:
     """Batch-1 end-to-end latency per decoded image on `device` (median and p90, ms)."""
     import handos
-    from handos.bench import _summary
+    from handos.eval.bench import latency_summary
 
     model = handos.load(device=device)
     for im in images[:5]:
@@ -126,7 +126,7 @@ def check_latency(images: list, device: str) -> dict:
         hands += len(model(im))
         _sync(device)
         times.append(time.perf_counter() - t)
-    return _summary(times, hands, len(images))  # the bench's own summary: images, hands, median_ms, p90_ms
+    return latency_summary(times, hands, len(images))  # the bench's own summary: images, hands, median_ms, p90_ms
 
 
 def check_throughput(images: list, device: str, batch_sizes: tuple[int, ...] = (16, 64, 256)) -> dict:
@@ -151,7 +151,7 @@ def check_throughput(images: list, device: str, batch_sizes: tuple[int, ...] = (
 def check_train(ann: dict, ann_path: Path, device: str, steps: int) -> dict:
     """Train the shipped config for `steps` steps on `device`, then evaluate the weights it made on ge2019."""
     import handos
-    from handos.eval.cli import evaluate
+    from handos.eval.run import evaluate
     from handos.train.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:

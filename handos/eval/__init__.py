@@ -1,1 +1,1 @@
-"""Evaluation: metrics (`metrics`), GT <-> prediction matching (`matching`), the report and `handos eval` (`cli`)."""
+"""Evaluation: metrics (`metrics`), GT <-> prediction matching (`matching`), the report (`report`), evaluation runs (`run`) and speed measurements (`bench`)."""

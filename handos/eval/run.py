@@ -1,11 +1,12 @@
-"""`python -m handos eval ANNOTATIONS.json`: run the model on every annotated image and score it (design 3.2).
+"""Evaluation runs behind `handos eval`: run a model on every annotated image and score it.
 
 The core is `evaluate(annotations, predictor, root)`, which takes any object with
 `predict_batch(images, cameras) -> list[list[Hand]]`; `score_records` scores saved predictions instead.
+The annotation format is derived_annotations.json: {"dataset", "images": [{"file", "camera"?, "hands":
+[{"joints_2d": 21 x [x, y], ...}]}]}, image paths relative to the file's folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, TextIO
 
 from handos.errors import InputError
-from handos.foundation import RECALL_MODES
-from handos.eval.report import EvalAccumulator, GTHand, PredHand, format_report
+from handos.eval.report import EvalAccumulator, GTHand, PredHand
 
 
 class Predictor(Protocol):
@@ -24,16 +24,16 @@ class Predictor(Protocol):
 
 
 def load_annotations(path: str | Path) -> dict[str, Any]:
-    """Read and check a derived_annotations.json file (design 3.2); InputError if unusable."""
+    """Read and check a derived_annotations.json file; InputError if unusable."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{path}: no such annotation file (expected a derived_annotations.json, design 3.2)")
+        raise InputError(f"{path}: no such annotation file (expected a derived_annotations.json)")
     try:
         ann = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable JSON file ({err})") from None
     if not isinstance(ann, dict) or not isinstance(ann.get("images"), list):
-        raise InputError(f"{path}: no 'images' list; expected the derived_annotations.json format (design 3.2)")
+        raise InputError(f"{path}: no 'images' list; expected the derived_annotations.json format")
     for i, im in enumerate(ann["images"]):
         if not isinstance(im, dict) or "file" not in im or not isinstance(im.get("hands"), list):
             raise InputError(f"{path}: images[{i}] needs 'file' and a 'hands' list")
@@ -140,59 +140,8 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", file=sys.stderr, leave=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of `handos eval`."""
-    p = argparse.ArgumentParser(prog="handos eval", description="Evaluate on a derived_annotations.json file (design section 3.2).")
-    p.add_argument("annotations", help="derived_annotations.json; image paths are relative to its folder")
-    p.add_argument("--out", help="write the report JSON here")
-    p.add_argument("--preds", help="write predictions (handos.prediction/1 JSONL) here; default: next to --out")
-    p.add_argument("--from-preds", metavar="JSONL", help="score these saved predictions instead of running a model")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--weights", default=None, help="weights path or Hub repo id (default: the shipped weights)")
-    p.add_argument("--recall", choices=RECALL_MODES, default="fast",
-                   help="detector effort (see handos.load); off = MediaPipe's own path")
-    p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--batch-size", type=int, default=8, help="images per predict_batch call (default 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of `python -m handos eval`."""
-    args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
-    ann_path = Path(args.annotations)
-    ann = load_annotations(ann_path)
-    if args.from_preds:
-        report = score_records(ann, _read_jsonl(args.from_preds), limit=args.limit)
-    else:
-        predictor = _make_predictor(args)
-        preds_path = Path(args.preds) if args.preds else (Path(args.out).with_suffix(".preds.jsonl") if args.out else None)
-        fh = None
-        try:
-            if preds_path is not None:
-                preds_path.parent.mkdir(parents=True, exist_ok=True)
-                fh = preds_path.open("w")
-            report = evaluate(ann, predictor, ann_path.parent, preds_out=fh, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet)
-        finally:
-            if fh is not None:
-                fh.close()
-        if preds_path is not None:
-            report["predictions_file"] = str(preds_path)
-    report["annotations"] = str(ann_path)
-    report["mode"] = "foundation-only" if args.foundation_only else ("saved-predictions" if args.from_preds else "pipeline")
-    print(format_report(report))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report written to {args.out}")
-    return 0
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Records of a JSONL file; InputError on a bad line."""
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Records of a JSONL file (e.g. saved predictions); InputError on a bad line."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such predictions file")
@@ -204,14 +153,3 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{n}: not JSON ({err.msg})") from None
     return out
-
-
-def _make_predictor(args: argparse.Namespace) -> Predictor:
-    """The full pipeline, or the foundation alone with --foundation-only."""
-    if args.foundation_only:
-        from handos.eval.adapters import FoundationPredictor
-
-        return FoundationPredictor(device=args.device, recall=args.recall)
-    import handos
-
-    return handos.load(weights=args.weights, device=args.device, recall=args.recall)

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if args.ray:
-        from handos.ray_predict import run_ray
+        from handos.batch.ray import run_ray
 
         summary = run_ray(
             [it for it in images], out=args.out, weights=args.weights, address=args.address,
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from handos.io.records import RecordWriter
-    from handos.runner import run_images
+    from handos.batch.runner import run_images
 
     writer = RecordWriter(args.out, shard_size=args.shard_size, fmt=args.format, resume=not args.no_resume)
     todo = sum(1 for it in images if it.file not in writer.done)

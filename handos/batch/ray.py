@@ -9,7 +9,7 @@ import numpy as np
 from handos.errors import HandosError, InputError
 from handos.io.manifest import WorkItem
 from handos.io.records import RecordWriter
-from handos.runner import RunSummary
+from handos.batch.runner import RunSummary
 
 
 class RayPredictor:

@@ -1,0 +1,1 @@
+"""Batched runs over many images: the streaming runner (`runner`) and Ray Data (`ray`, extra `handos[ray]`)."""
