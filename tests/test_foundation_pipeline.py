@@ -1,7 +1,7 @@
 """The foundation's pipeline around the nets: anchors, palm decoding, weighted NMS, ROIs, crops, detect().
 
 Geometry is checked against hand-made cases and OpenCV (which MediaPipe's CPU graph uses); the end-to-end
-parity test runs MediaPipe itself (tests/parity/mp_reference.py in .venv-mediapipe) via subprocess.
+parity test runs MediaPipe itself (tools/parity/mp_reference.py in .venv-mediapipe) via subprocess.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from handos.foundation.anchors import PALM_ANCHOR_OPTIONS, palm_anchors
 from handos.foundation.palm import (PalmDetections, decode_detections, letterbox_rois, remove_letterbox,
                                     weighted_nms)
 from handos.foundation.pipeline import Foundation, FoundationConfig, FoundationOutput, _Images
+from handos.foundation.recall import dedup_hands, recall_views
 from handos.foundation.roi import (crop_affine, crop_images, invert_affine, normalize_radians,
                                    project_landmarks, project_world, roi_corners, roi_from_landmarks,
                                    roi_from_palm)
@@ -414,12 +415,12 @@ def test_recall_boost_views_fill_free_slots_and_dedup(textured_images):
         assert torch.equal(b.joints_2d[pb[0]], a.joints_2d[pa[0]]) and not b.boosted[pb[0]]
         assert b.boosted[pb[1:]].all()
     # the 160x120 images are elongated enough for long-side tiles (3) plus the zoomed-out letterbox
-    assert boosted._boost_views((160, 120))[0][2] == pytest.approx(1.5 * 160)
-    assert len(boosted._boost_views((160, 120))) == 1 + 3 and len(boosted._boost_views((100, 100))) == 1
+    assert recall_views((160, 120), boosted.config)[0][2] == pytest.approx(1.5 * 160)
+    assert len(recall_views((160, 120), boosted.config)) == 1 + 3 and len(recall_views((100, 100), boosted.config)) == 1
     # duplicates: the same landmarks twice -> one hand
     dup = b.select(torch.tensor([0, 0]))
     dup.boosted = torch.tensor([False, True])
-    assert len(boosted._dedup(dup, 2)) == 1
+    assert len(dedup_hands(dup, boosted.config, 2)) == 1
     # presence below boost_min_presence -> boosted candidates dropped, MediaPipe's kept
     strict = _fake_foundation(max_hands=2, recall_boost=True, boost_min_presence=0.95)
     assert strict.detect(textured_images).boosted.sum().item() == 0
@@ -441,7 +442,7 @@ def test_recall_modes_config_and_cost(textured_images):
     assert images["off"] == images["fast"] == len(textured_images)
     assert images["off"] < images["full"] < images["search"]
     # search views cover the image at every scale
-    views = _fake_foundation(recall_boost="search")._boost_views((160, 120), "search")
+    views = recall_views((160, 120), _fake_foundation(recall_boost="search").config, "search")
     v = torch.tensor(views)
     for scale in {round(x, 3) for x in v[:, 2].tolist()}:
         at = v[torch.isclose(v[:, 2], torch.tensor(scale))]
@@ -462,18 +463,16 @@ def test_dedup_drops_small_and_same_side_overlapping_boosted_hands(textured_imag
     base.joints_2d = j
     lo, hi = j.amin(1), j.amax(1)
     base.box = torch.cat([lo, hi], -1)
-    assert len(f._dedup(base, 3)) == 1
+    assert len(dedup_hands(base, f.config, 3)) == 1
     other_side = base.select(torch.tensor([0, 1]))
     other_side.handedness_right = torch.tensor([0.1, 0.9])  # interacting hands: overlap, other handedness -> kept
-    assert len(f._dedup(other_side, 3)) == 2
+    assert len(dedup_hands(other_side, f.config, 3)) == 2
 
 
 # ----------------------------------------------------------------------------- real weights, real images
 @pytest.fixture(scope="module")
 def foundation():
     """MediaPipe-equivalent foundation (recall booster off) with the shipped weights."""
-    if not WEIGHTS.exists():
-        pytest.skip("converted weights missing: run python -m handos.foundation.convert")
     torch.set_num_threads(2)
     return Foundation.load("cpu", config=FoundationConfig(recall_boost=False))
 
@@ -491,7 +490,7 @@ def test_end_to_end_parity_with_mediapipe(foundation, ge_images, tmp_path):
         pytest.skip("reference runtime absent: create .venv-mediapipe (see .ci/setup_mediapipe_venv.sh)")
     files, imgs = ge_images
     ref_path = tmp_path / "mp.npz"
-    subprocess.run([str(MP_PYTHON), str(REPO / "tests" / "parity" / "mp_reference.py"), "hands", "--out",
+    subprocess.run([str(MP_PYTHON), str(REPO / "tools" / "parity" / "mp_reference.py"), "hands", "--out",
                     str(ref_path), *files], check=True, capture_output=True, timeout=600)
     ref = np.load(ref_path)
     out = foundation.detect(imgs)

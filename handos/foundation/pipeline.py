@@ -9,20 +9,9 @@ of ROIs (axis-aligned IoU > 0.5: the later ROI replaces the earlier; carried ROI
 projected to image pixels. On video, ROIs carried from the previous frame (`roi_from_landmarks`) are
 used and the detector runs only on images with fewer than `max_hands` carried ROIs.
 
-With `FoundationConfig.recall_boost` ("fast" by default; "off" is exactly MediaPipe), palm candidates down
-to `boost_min_score` are tried in the slots (`max_hands`) MediaPipe's own hands leave free, and extra
-detector views (the letterbox zoomed out 1.5x for big hands, square tiles along the long side of elongated
-images for small ones; "search": a multi-scale grid and a flipped pass) add candidates - in "fast" only on
-images where MediaPipe's path found nothing, in "full"/"search" on every image with a free slot. Every extra
-hand must be confirmed by the landmark net (presence >= `boost_min_presence`) and must not repeat a kept
-hand (`_dedup`). MediaPipe's own hands are never changed by the booster. Measured with
-tests/parity/foundation_metrics.py (found / hands, false positives, CPU ms per image, 2-core VM):
-  set          off             fast            full            search
-  ge2019       199/200 0 59ms  200/200 0 45ms  200/200 0 75ms  200/200 0 884ms
-  interhand    1/6     0       2/6     0       2/6     0       4/6     0
-  panoptic     3/4     0       4/4     0       4/4     0       4/4     0
-  freihand     6/8     0       7/8     0       7/8     0       8/8     0
-  onehand10k, rhd: all found in every mode, no false positives.
+With `FoundationConfig.recall_boost` ("fast" by default; "off" is exactly MediaPipe), the recall booster
+(`handos.foundation.recall`) adds palm candidates after MediaPipe's own and confirms them after the landmark
+net; MediaPipe's own hands are never changed by it (modes and measurements: see that module).
 
 >>> fnd = Foundation.load("cpu")
 >>> out = fnd.detect([rgb])                 # FoundationOutput, N hands over all images
@@ -30,7 +19,6 @@ tests/parity/foundation_metrics.py (found / hands, false positives, CPU ms per i
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, fields
 
@@ -40,15 +28,14 @@ import torch
 from handos.errors import ConfigError, InputError
 from handos.foundation import RECALL_MODES
 from handos.foundation.anchors import palm_anchors
-from handos.foundation.palm import (PALM_OPTIONS, PalmDetections, decode_detections, letterbox_rois,
-                                    remove_letterbox, weighted_nms)
-from handos.foundation.roi import (axis_aligned_iou, box_iou, crop_affine, crop_images, crop_images_cv2,
-                                   project_landmarks, project_world, roi_from_landmarks, roi_from_palm)
+from handos.foundation.palm import PALM_OPTIONS, decode_detections, letterbox_rois, remove_letterbox, weighted_nms
+from handos.foundation.recall import add_recall_candidates, confirm_recall
+from handos.foundation.roi import (axis_aligned_iou, crop_affine, crop_images, crop_images_cv2, project_landmarks,
+                                   project_world, roi_from_landmarks, roi_from_palm)
 
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks"]
 
 PALM_SIZE = 192
-SEARCH_SCALES = (1.5, 1.0, 0.6, 0.36)  # "search" views: square side / image long side
 LANDMARK_SIZE = 224
 
 
@@ -242,6 +229,40 @@ def _check_images(images) -> list[np.ndarray]:
     return out
 
 
+@dataclass(frozen=True)
+class RoiCandidate:
+    """One ROI to run the landmark net on: roi (5,) px; palm score (NaN for a carried ROI); roi_index into the
+    carried ROIs (-1 for a palm detection); boosted: a recall-booster candidate."""
+
+    roi: torch.Tensor
+    score: float
+    roi_index: int
+    boosted: bool
+
+
+def associate_rois(palms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, carried: torch.Tensor,
+                   iou_threshold: float) -> list[RoiCandidate]:
+    """One image's ROIs as MediaPipe's AssociationNormRectCalculator keeps them.
+
+    Palm ROIs (rois, scores, is_boost) first, then carried ROIs (k,5); an ROI overlapping an earlier one
+    (axis-aligned IoU > iou_threshold) replaces it; recall-boost candidates never replace others
+    (`recall.confirm_recall` handles them).
+    """
+    cand = []
+    if palms is not None:
+        pr, ps, pb = palms
+        pr = pr.cpu()
+        cand += [RoiCandidate(pr[k], float(ps[k]), -1, bool(pb[k])) for k in range(pr.shape[0])]
+    cand += [RoiCandidate(carried[k], float("nan"), k, False) for k in range(carried.shape[0])]
+    kept: list[RoiCandidate] = []
+    for c in cand:
+        if kept and not c.boosted:
+            iou = axis_aligned_iou(c.roi[None].double(), torch.stack([k.roi for k in kept]).double())[0]
+            kept = [k for k, v in zip(kept, iou.tolist()) if not v > iou_threshold]
+        kept.append(c)
+    return kept
+
+
 class Foundation:
     """MediaPipe Hands (palm detector + landmark net) as one batched torch pipeline."""
 
@@ -321,86 +342,11 @@ class Foundation:
             out.append((rois, det.scores, torch.zeros(len(det), dtype=torch.bool)))
             palm_px.append(det.boxes * wh.repeat(2))
         if boost != "off":
-            out = self._boost_palms(imgs, which, max_hands, out, palm_px, (boxes, kps, scores), lb_rois, boost)
-        return out
+            def palm_candidates(pos: torch.Tensor, views: torch.Tensor, flip: bool = False):
+                return self._palm_candidates(imgs, idx[pos], views, flip)
 
-    def _boost_views(self, size: tuple[int, int], mode: str = "full") -> list[list[float]]:
-        """Extra square detector views [cx,cy,side,side,0] of an image (W,H).
-
-        "fast"/"full": a zoomed-out letterbox and tiles on the long side; "search": at each of SEARCH_SCALES,
-        squares overlapping by about a third that cover the image.
-        """
-        W, H = size
-        if mode == "search":
-            views = []
-            for scale in SEARCH_SCALES:
-                side = max(W, H) * scale
-                nx = 1 if side >= W else int(math.ceil(1.5 * W / side))
-                ny = 1 if side >= H else int(math.ceil(1.5 * H / side))
-                for cx in np.linspace(min(side, W) / 2, W - min(side, W) / 2, nx):
-                    for cy in np.linspace(min(side, H) / 2, H - min(side, H) / 2, ny):
-                        views.append([float(cx), float(cy), side, side, 0.0])
-            return views
-        side, short = max(W, H), min(W, H)
-        views = []
-        if self.config.boost_zoom_out > 1:
-            z = side * self.config.boost_zoom_out
-            views.append([W / 2, H / 2, z, z, 0.0])
-        if side >= self.config.boost_tile_aspect * short:
-            n = int(math.ceil(side / short)) + 1
-            for t in range(n):
-                c = short / 2 + t * (side - short) / (n - 1)
-                views.append([c, H / 2, short, short, 0.0] if W > H else [W / 2, c, short, short, 0.0])
-        return views
-
-    def _boost_palms(self, imgs: _Images, which: list[int], max_hands: int, base: list, base_palms: list,
-                     letterbox_raw, lb_rois: torch.Tensor, mode: str) -> list:
-        """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own per image (mode: RECALL_MODES)."""
-        cfg = self.config
-        # boosted hands only fill slots MediaPipe left free: images already holding max_hands need no extra pass
-        need = [j for j in range(len(which)) if base[j][0].shape[0] < max_hands]
-        if not need:
-            return base
-        # "fast": extra views only where MediaPipe found nothing (measured on the real sets, the zoomed-out
-        # view never added a hand next to one MediaPipe found; tiles did once, on a 1280x720 image)
-        view_for = [j for j in need if mode != "fast" or base[j][0].shape[0] == 0]
-        sizes = imgs.sizes[torch.tensor(which)]
-        vidx, views = [], []
-        for j in view_for:
-            for v in self._boost_views(tuple(sizes[j].tolist()), mode):
-                vidx.append(j)
-                views.append(v)
-        # MediaPipe's letterbox pass, in image px
-        b0, k0, s0 = letterbox_raw
-        v0 = lb_rois.to(b0.device, torch.float32)
-        side0, org0 = v0[:, 2, None, None], (v0[:, :2] - v0[:, 2:4] / 2)[:, None]
-        cands = [(torch.arange(len(which)), b0 * side0 + org0.repeat(1, 1, 2), k0 * side0[..., None] + org0[:, :, None], s0)]
-        if (cfg.boost_flip or mode == "search") and view_for:
-            fi = torch.tensor(view_for)
-            cands.append((fi,) + self._palm_candidates(imgs, torch.tensor(which)[fi], lb_rois[fi], True))
-        if views:
-            vi = torch.tensor(vidx)
-            cands.append((vi,) + self._palm_candidates(imgs, torch.tensor(which)[vi], torch.tensor(views, dtype=torch.float64)))
-        out = []
-        for j in range(len(which)):
-            if base[j][0].shape[0] >= max_hands:
-                out.append(base[j])
-                continue
-            bs, ks, ss = [], [], []
-            for owner, b, k, s in cands:
-                for v in torch.nonzero(owner == j).flatten().tolist():
-                    m = s[v] >= cfg.boost_min_score
-                    bs.append(b[v][m]); ks.append(k[v][m]); ss.append(s[v][m])
-            det = weighted_nms(torch.cat(bs), torch.cat(ks), torch.cat(ss), cfg.nms_iou, 2 * max_hands)
-            rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
-            r0, s0_, f0 = base[j]
-            if r0.shape[0] and rois.shape[0]:  # drop candidates that are MediaPipe's own palms again
-                new = ~(box_iou(det.boxes, base_palms[j].to(det.boxes)) > cfg.association_iou).any(1)
-                rois, det = rois[new], PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
-            # every remaining candidate goes to the landmark net: one may repeat a kept hand (dropped by
-            # _dedup), so the next can still fill the slot; _dedup also caps the hands at max_hands
-            out.append((torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
-                        torch.cat([f0, torch.ones(len(det), dtype=torch.bool)])))
+            out = add_recall_candidates(out, palm_px, (boxes, kps, scores), lb_rois, sizes, max_hands, cfg, boost,
+                                        palm_candidates)
         return out
 
     # ------------------------------------------------------------------ landmarks
@@ -436,102 +382,49 @@ class Foundation:
         if B == 0:
             return self._empty(torch.zeros((0, 2), dtype=torch.long))
         imgs = _Images(imgs_np, self.device)
-        which = [i for i in range(B) if carried[i].shape[0] < mh]
         boost = cfg.recall_mode
+        # letterbox -> palm detector -> decode, NMS -> palm ROIs (+ recall candidates), where too few are carried
+        which = [i for i in range(B) if carried[i].shape[0] < mh]
         palms = dict(zip(which, self.detect_palms(imgs, which, mh, boost)))
-
-        # Association (AssociationNormRectCalculator): palm ROIs, then carried ROIs; an ROI overlapping an
-        # earlier one (axis-aligned IoU > association_iou) replaces it.
-        all_rois, img_idx, src_score, roi_index, is_boost = [], [], [], [], []
-        for i in range(B):
-            cand = []
-            if i in palms:
-                pr, ps, pb = palms[i]
-                pr = pr.cpu()
-                cand += [(pr[k], float(ps[k]), -1, bool(pb[k])) for k in range(pr.shape[0])]
-            cand += [(carried[i][k], float("nan"), k, False) for k in range(carried[i].shape[0])]
-            kept: list[tuple] = []
-            for c in cand:
-                if kept and not c[3]:  # recall-boost candidates never replace others (dedup handles them)
-                    iou = axis_aligned_iou(c[0][None].double(), torch.stack([k[0] for k in kept]).double())[0]
-                    kept = [k for k, v in zip(kept, iou.tolist()) if not v > cfg.association_iou]
-                kept.append(c)
-            for r, s, ri, bb in kept:
-                all_rois.append(r.double().to(self.device))
-                img_idx.append(i)
-                src_score.append(s)
-                roi_index.append(ri)
-                is_boost.append(bb)
-        if not all_rois:
+        # ROI association: palm ROIs, then carried ROIs
+        rois_in = [associate_rois(palms.get(i), carried[i], cfg.association_iou) for i in range(B)]
+        if not any(rois_in):
             return self._empty(imgs.sizes)
-        rois_t = torch.stack(all_rois)  # (M,5) float64
-        img_t = torch.tensor(img_idx, dtype=torch.long)
+        # landmark net on the ROI crops -> landmarks in image px; lost hands (presence) dropped
+        out = self.landmarks_on_rois(imgs, rois_in)
+        out = out.select((out.presence >= cfg.min_presence).to(self.device))
+        if boost != "off":
+            out = confirm_recall(out, cfg, mh)
+        return out
+
+    def landmarks_on_rois(self, imgs: _Images, rois_in: list[list[RoiCandidate]]) -> FoundationOutput:
+        """Landmark net on every image's ROIs (at least one in all): all hands, before any presence threshold."""
+        cfg = self.config
+        flat = [(i, c) for i, cands in enumerate(rois_in) for c in cands]
+        rois_t = torch.stack([c.roi.double().to(self.device) for _, c in flat])  # (M,5) float64
+        img_t = torch.tensor([i for i, _ in flat], dtype=torch.long)
         crops = imgs.crop(img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling) / 255.0
         lm = self._run_landmarks(crops)
         presence = lm["presence"]
-        boost_t = torch.tensor(is_boost, device=presence.device)
-        keep = presence >= cfg.min_presence
-        keep = keep & (~boost_t | (presence >= cfg.boost_min_presence))
+        boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
         rois_f = rois_t.float()
         joints, z = project_landmarks(lm["landmarks"], rois_f.to(lm["landmarks"].device), LANDMARK_SIZE)
-        score = torch.tensor(src_score, dtype=torch.float32, device=presence.device)
-        score = torch.where(torch.isnan(score), presence, score)
-        # a boosted hand's palm score is low by construction (>= boost_min_score); it was confirmed by the
-        # landmark net (presence >= boost_min_presence), so that confirmation is its score
-        score = torch.where(boost_t, presence, score)
+        score = torch.tensor([c.score for _, c in flat], dtype=torch.float32, device=presence.device)
+        score = torch.where(torch.isnan(score), presence, score)  # carried ROIs: presence is the score
         lo, hi = joints.amin(1), joints.amax(1)  # (M,2)
         pad = (hi - lo).amax(-1, keepdim=True) * cfg.box_pad
         box = torch.cat([lo - pad, hi + pad], -1)
         dev = self.device
-        out = FoundationOutput(
+        return FoundationOutput(
             image_index=img_t.to(dev), score=score.to(dev), box=box.to(dev), roi=rois_f.to(dev),
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=project_world(lm["world"], rois_f[:, 4].to(lm["world"].device)).to(dev),
             features=lm["features"].to(dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
-            roi_index=torch.tensor(roi_index, dtype=torch.long, device=dev),
+            roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
             next_roi=roi_from_landmarks(joints.double()).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )
-        out = out.select(keep.to(dev))
-        if boost != "off":
-            out = self._dedup(out, mh)
-        return out
-
-    def _dedup(self, out: FoundationOutput, max_hands: int) -> FoundationOutput:
-        """Drop boosted hands whose joints repeat a kept hand of the same image; cap max_hands per image.
-
-        Two hands are the same when their mean joint distance is under `dedup_dist` x the longer side of
-        the earlier hand's box (interacting hands overlap in boxes but not in joints). A boosted hand is also
-        dropped when its box overlaps a kept hand of the same handedness (IoU > `dedup_iou`: a second view of
-        one hand), or its side is under `dedup_min_size` x the largest kept hand's (the landmark net seeing a
-        hand in a few fingers); on the real sets these were the search views' only false positives.
-        """
-        keep = torch.zeros(len(out), dtype=torch.bool)
-        j = out.joints_2d.cpu()
-        side = (out.box[:, 2:] - out.box[:, :2]).amax(-1).cpu()
-        img = out.image_index.cpu()
-        box, boosted, right = out.box.cpu(), out.boosted.cpu(), out.handedness_right.cpu() > 0.5
-        count: dict[int, int] = {}
-        # MediaPipe's own hands first (kept as they are), then boosted ones by presence
-        rank = out.presence.cpu() - 2.0 * out.boosted.cpu().float()
-        for a in torch.argsort(rank, descending=True, stable=True).tolist():
-            i = int(img[a])
-            prev = torch.nonzero(keep & (img == i)).flatten()
-            if prev.numel():
-                d = torch.linalg.norm(j[prev] - j[a], dim=-1).mean(-1)  # (p,)
-                if bool((d < self.config.dedup_dist * side[prev]).any()):
-                    continue
-                if boosted[a]:
-                    same_side = right[prev] == right[a]
-                    overlap = box_iou(box[a:a + 1], box[prev])[0] > self.config.dedup_iou
-                    if bool((same_side & overlap).any()) or side[a] < self.config.dedup_min_size * side[prev].max():
-                        continue
-            if count.get(i, 0) >= max_hands:
-                continue
-            keep[a] = True
-            count[i] = count.get(i, 0) + 1
-        return out.select(torch.nonzero(keep).flatten().to(out.image_index.device))
 
     def _check_rois(self, rois, B: int) -> list[torch.Tensor]:
         """Carried ROIs as a list of (k,5) float64 CPU tensors (empty where None)."""
