@@ -17,9 +17,10 @@ TINY = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coar
 
 @pytest.fixture(scope="session")
 def hand_model():
-    """The project's hand model (skips until handos.hand exists)."""
-    hand = pytest.importorskip("handos.hand")
-    return hand.HandModel()
+    """The project's hand model."""
+    from handos.hand import HandModel
+
+    return HandModel()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ LAYERS = ["boxes", "labels", "skeleton", "mesh"]
 START_TIMEOUT_S = 420
 ENV_SECRET = "handos-test-secret-" + "7" * 21
 
-pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from labelstudio_server import label_studio, label_studio_boot  # noqa: E402,F401  (session fixtures)
@@ -70,7 +69,7 @@ def free_port() -> int:
 def demo_server(tmp_path_factory) -> Server:
     """`python app.py --host 127.0.0.1 --port P --device cpu --preload`, up until the session ends."""
     if not EXAMPLES:
-        pytest.fail("demo/examples/*.jpg missing; run `python -m demo.make_examples`")
+        pytest.fail("demo/examples/*.jpg missing; run `python tools/make_examples.py`")
     tmp = tmp_path_factory.mktemp("demo_server")
     port = free_port()
     log = tmp / "server.log"

@@ -2,7 +2,6 @@
 and the real CLI on a few ge2019 images (full pipeline and --foundation-only)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -142,24 +141,6 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     assert dispatch(["eval", str(tmp_path / "missing.json")]) == 2
 
 
-def _pipeline_ready() -> str | None:
-    """None when handos.load() can run here, else the reason it cannot yet."""
-    if importlib.util.find_spec("handos.model.pipeline") is None:
-        return "handos.model.pipeline not present yet"
-    if not (REPO / "handos" / "weights" / "decoder.safetensors").exists():
-        return "shipped decoder weights (handos/weights/decoder.safetensors) not present yet"
-    return None
-
-
-def _foundation_ready() -> str | None:
-    """None when handos.foundation.Foundation can be loaded, else why not."""
-    try:
-        from handos.foundation import Foundation  # noqa: F401
-    except (ImportError, AttributeError) as err:
-        return f"handos.foundation.Foundation not available yet ({err})"
-    return None
-
-
 def _run_cli(realdata: Path, tmp_path: Path, extra: list[str]) -> dict:
     """`python -m handos eval` (in-process dispatcher) on the first 5 ge2019 images."""
     from handos.__main__ import main as dispatch
@@ -176,7 +157,6 @@ def _run_cli(realdata: Path, tmp_path: Path, extra: list[str]) -> dict:
     return rep
 
 
-@pytest.mark.skipif(_pipeline_ready() is not None, reason=str(_pipeline_ready()))
 def test_real_cli_on_five_ge2019_images(realdata, tmp_path):
     rep = _run_cli(realdata, tmp_path, [])
     # MediaPipe finds 199/200 ge2019 hands at PCK2D@0.05 0.786 (BASELINES.md); our pipeline must find these 5
@@ -186,7 +166,6 @@ def test_real_cli_on_five_ge2019_images(realdata, tmp_path):
     assert rep["root_depth_err_mm"] is not None
 
 
-@pytest.mark.skipif(_foundation_ready() is not None, reason=str(_foundation_ready()))
 def test_real_cli_foundation_only_on_five_ge2019_images(realdata, tmp_path):
     rep = _run_cli(realdata, tmp_path, ["--foundation-only"])
     assert rep["recall"] == 1.0 and rep["mode"] == "foundation-only"

@@ -12,11 +12,11 @@ from handos.model.geometry import chirality, landmark_roi, project, to_roi_frame
 
 @pytest.fixture(scope="session")
 def synth():
-    """The generator on the project's hand model (skips until handos.hand exists)."""
-    hand = pytest.importorskip("handos.hand")
+    """The generator on the project's hand model."""
     from handos.data.synthetic import SyntheticHands
+    from handos.hand import HandModel
 
-    return SyntheticHands(hand.HandModel())
+    return SyntheticHands(HandModel())
 
 
 @pytest.fixture(scope="session")

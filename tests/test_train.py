@@ -28,8 +28,10 @@ out_dir = "{out}"
 
 @pytest.fixture(scope="session")
 def hand_model():
-    """The project's hand model (skips until handos.hand exists)."""
-    return pytest.importorskip("handos.hand").HandModel()
+    """The project's hand model."""
+    from handos.hand import HandModel
+
+    return HandModel()
 
 
 def _config(tmp_path, steps: int, out) -> str:

@@ -7,7 +7,6 @@ import av
 import numpy as np
 import pytest
 
-from handos.errors import ModelError
 from handos.io.schema import validate_record
 from handos.video.clip import jitter_px, process_clip
 
@@ -15,19 +14,10 @@ CLIP = "nvgesture_mmpose/sk_color.avi"
 
 
 @pytest.fixture(scope="module")
-def video_model(request):
-    """The real pipeline (conftest `model`); skipped with the reason while the shipped weights are missing."""
-    try:
-        return request.getfixturevalue("model")
-    except ModelError as err:
-        pytest.skip(f"handos.load() failed: {err}")
-
-
-@pytest.fixture(scope="module")
-def nv_run(video_model, realdata, tmp_path_factory, artifacts):
+def nv_run(model, realdata, tmp_path_factory, artifacts):
     """process_clip on the 20-frame NVGesture clip, smoothing on, JSONL + annotated mp4."""
     out = tmp_path_factory.mktemp("nv")
-    summary = process_clip(video_model, realdata / CLIP, out_jsonl=out / "preds.jsonl",
+    summary = process_clip(model, realdata / CLIP, out_jsonl=out / "preds.jsonl",
                            out_video=artifacts / "video_nvgesture_annotated.mp4", keyframes_dir=out / "kf")
     recs = [json.loads(line) for line in (out / "preds.jsonl").read_text().splitlines()]
     report = {k: summary.to_dict()[k] for k in ("frames", "frames_with_hands", "tracks", "detector_frames",
@@ -71,12 +61,12 @@ def test_real_clip_outputs_play(nv_run, artifacts):
     assert len(list((out / "kf").glob("*.jpg"))) == len(summary.keyframes)
 
 
-def test_clip_cli_writes_jsonl(video_model, realdata, tmp_path, capsys, monkeypatch):
+def test_clip_cli_writes_jsonl(model, realdata, tmp_path, capsys, monkeypatch):
     """`handos predict CLIP --out ... --no-smooth --limit 3` (the clip branch's own parser) writes 3 records."""
     import handos
     from handos.video.cli import main
 
-    monkeypatch.setattr(handos, "load", lambda **kwargs: video_model)  # the session's model, not a second load
+    monkeypatch.setattr(handos, "load", lambda **kwargs: model)  # the session's model, not a second load
     assert main([str(realdata / CLIP), "--out", str(tmp_path / "p.jsonl"), "--limit", "3", "--no-smooth",
                  "--quiet", "--device", "cpu"]) == 0
     recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
@@ -85,7 +75,7 @@ def test_clip_cli_writes_jsonl(video_model, realdata, tmp_path, capsys, monkeypa
     assert summary["frames"] == 3 and summary["smoothed"] is False and summary["truncated"] is True
 
 
-def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, artifacts):
+def test_synthetic_clip_tracked_joints_follow_the_truth(model, tmp_path, artifacts):
     """Our hand model moving along a known 3D path, rendered, encoded as H.264: tracked joints follow the truth."""
     from handos.video.synthetic import synthetic_clip, tracking_errors
     from handos.video.writer import VideoWriter
@@ -95,7 +85,7 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     with VideoWriter(src, fps=clip.fps) as w:
         for f in clip.frames:
             w.write(f)
-    summary = process_clip(video_model, src, out_jsonl=tmp_path / "p.jsonl", out_video=artifacts / "video_synthetic_annotated.mp4",
+    summary = process_clip(model, src, out_jsonl=tmp_path / "p.jsonl", out_video=artifacts / "video_synthetic_annotated.mp4",
                            camera=clip.camera)
     recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     err = tracking_errors(recs, clip)
@@ -112,12 +102,12 @@ def test_synthetic_clip_tracked_joints_follow_the_truth(video_model, tmp_path, a
     assert len(report["handedness"]) == 1
 
 
-def test_handos_predict_dispatches_clips(video_model, realdata, tmp_path, monkeypatch):
+def test_handos_predict_dispatches_clips(model, realdata, tmp_path, monkeypatch):
     """`python -m handos predict clip.avi --out preds.jsonl --video-out annotated.mp4` (the top-level verb)."""
     import handos
     from handos.__main__ import main
 
-    monkeypatch.setattr(handos, "load", lambda **kwargs: video_model)
+    monkeypatch.setattr(handos, "load", lambda **kwargs: model)
     rc = main(["predict", str(realdata / CLIP), "--out", str(tmp_path / "p.jsonl"),
                "--video-out", str(tmp_path / "a.mp4"), "--quiet"])
     assert rc == 0
