@@ -24,11 +24,13 @@ Upload an image, take a webcam snapshot or pick an example; or run a short clip 
 Runs on the CPU by default, on CUDA when present."""
 
 
-def example_images() -> list[str]:
-    """The shipped example images (made by `python -m demo.make_examples`), in the order of its SCENES."""
-    from demo.make_examples import SCENES
+# the example scenes in display order (the keys of SCENES in tools/make_examples.py)
+EXAMPLE_ORDER = ("two_hands_desk", "open_palm_wall", "relaxed_tiles", "ok_bokeh")
 
-    order = {name: i for i, name in enumerate(SCENES)}
+
+def example_images() -> list[str]:
+    """The shipped example images (made by tools/make_examples.py), in the order of its SCENES."""
+    order = {name: i for i, name in enumerate(EXAMPLE_ORDER)}
     return [str(p) for p in sorted(EXAMPLES_DIR.glob("*.jpg"), key=lambda p: (order.get(p.stem, len(order)), p.name))]
 
 

@@ -157,3 +157,19 @@ def test_scene_ranges_hold_all_points_with_a_minimum_span():
         assert hi - lo >= figures.MIN_SPAN_M - 1e-9
     assert abs(sum(ranges[2]) / 2 - 0.5) < 1e-9  # centred on the data
     assert figures.scene_ranges([]) is None
+
+
+def test_example_order_matches_the_generator_scenes(monkeypatch):
+    """demo.layout's example order lists the scenes of tools/make_examples.py (loaded by path: tools/ is no package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from demo.layout import EXAMPLE_ORDER
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_examples.py"
+    spec = importlib.util.spec_from_file_location("make_examples", path)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_examples", mod)  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    assert tuple(mod.SCENES) == EXAMPLE_ORDER

@@ -88,11 +88,11 @@ def parity_inputs(realdata: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def reference(mp_python: Path, parity_inputs, tmp_path_factory) -> dict[str, np.ndarray]:
-    """Raw tflite outputs for parity_inputs, from tests/parity/mp_reference.py in the MediaPipe venv."""
+    """Raw tflite outputs for parity_inputs, from tools/parity/mp_reference.py in the MediaPipe venv."""
     d = tmp_path_factory.mktemp("mp_ref")
     np.save(d / "palm.npy", parity_inputs[0])
     np.save(d / "lm.npy", parity_inputs[1])
-    r = subprocess.run([str(mp_python), str(REPO / "tests" / "parity" / "mp_reference.py"), "nets",
+    r = subprocess.run([str(mp_python), str(REPO / "tools" / "parity" / "mp_reference.py"), "nets",
                         "--palm", str(d / "palm.npy"), "--landmark", str(d / "lm.npy"), "--out", str(d / "ref.npz")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

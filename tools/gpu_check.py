@@ -5,7 +5,7 @@ machine has (torch with CUDA, numpy, opencv-python-headless, safetensors, scipy,
 JSON file as it goes (a section that fails records its error and the rest still runs) and prints it.
 
     # here: copy the real set the run needs into the git-ignored payload folder, then carry it
-    mkdir -p device_payload/realdata && cp -r ../shared/realdata/ge2019_realworld device_payload/realdata/
+    mkdir -p device_payload/realdata && cp -r $HANDOS_REALDATA/ge2019_realworld device_payload/realdata/
     # there (the device tool's `run`, carry ["device_payload"]):
     python3 tools/gpu_check.py --realdata device_payload/realdata --out $OUT/gpu_check.json
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sections, writing the JSON after each one."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--realdata", default=str(REPO / "device_payload" / "realdata"),
-                   help="folder holding ge2019_realworld/ (a copy of ../shared/realdata/ge2019_realworld)")
+                   help="folder holding ge2019_realworld/ (a copy of $HANDOS_REALDATA/ge2019_realworld)")
     p.add_argument("--out", default="gpu_check.json")
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=64, help="ge2019 images to use (parity, pipeline, latency)")

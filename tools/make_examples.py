@@ -1,6 +1,6 @@
 """Make the demo's example images: our own hand model, rendered by our rasterizer, on procedural backgrounds.
 
-    python -m demo.make_examples [--out demo/examples] [--check]
+    python tools/make_examples.py [--out demo/examples] [--check]
 
 Nothing here comes from a data set: poses are the hand model's presets, backgrounds are generated.
 `--check` runs the foundation detector on each image and reports how many hands it finds.
@@ -19,7 +19,7 @@ import torch
 
 from handos.io.camera import default_camera
 
-OUT = Path(__file__).resolve().parent / "examples"
+OUT = Path(__file__).resolve().parents[1] / "demo" / "examples"
 W, H = 640, 480
 
 

@@ -1,16 +1,16 @@
 """Measure MediaPipe Hands' errors on the real development sets and write `error_stats.json`.
 
-Two stages (MediaPipe lives in its own virtualenv, see design section 4):
+Three stages (MediaPipe lives in its own virtualenv, made by .ci/setup_mediapipe_venv.sh); REALDATA is the
+folder of the real development sets (default: $HANDOS_REALDATA):
 
 1. dump (run with the MediaPipe venv; needs only mediapipe, numpy, opencv):
-   /work/main/.venv-mediapipe/bin/python handos/data/measure_errors.py dump \
-       --realdata ../shared/realdata --out runs/mediapipe_dump.json
+   .venv-mediapipe/bin/python tools/measure_errors.py dump --realdata REALDATA --out runs/mediapipe_dump.json
 2. stats (run with the project venv):
-   .venv/bin/python handos/data/measure_errors.py stats --dump runs/mediapipe_dump.json \
-       --realdata ../shared/realdata --out handos/data/error_stats.json
+   .venv/bin/python tools/measure_errors.py stats --dump runs/mediapipe_dump.json \
+       --realdata REALDATA --out handos/data/error_stats.json
 
 3. wrist (project venv): the wrist-convention fit used as DecoderConfig.wrist_shift:
-   .venv/bin/python handos/data/measure_errors.py wrist --realdata ../shared/realdata
+   .venv/bin/python tools/measure_errors.py wrist --realdata REALDATA
 
 The dump holds MediaPipe's outputs only (never images or ground truth) and is not committed.
 The stats are small numbers (per-joint means/stds) used by `handos/data/error_model.py`.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,7 @@ def compute_stats(dump: dict, realdata: Path) -> dict:
     world_res = np.stack(world_res)  # (M3,21,3) m in the GT hand's local frame
     return {
         "source": "MediaPipe Hands 0.10.21 (static_image_mode, max_num_hands=2, model_complexity=1) vs "
-                  "derived_annotations.json of ../shared/realdata; measured by handos/data/measure_errors.py",
+                  "derived_annotations.json of the real development sets; measured by tools/measure_errors.py",
         "roi": "landmark_roi() of the GT joints (MediaPipe's landmarks->ROI rule); 2D in units of ROI size, ROI-rotated",
         "per_set": per_set,
         "hands_gt": n_gt, "hands_found": n_found, "miss_rate": 1.0 - n_found / max(n_gt, 1),
@@ -233,17 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: `dump` (MediaPipe venv) or `stats` (project venv)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=["dump", "stats", "wrist"])
-    ap.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
+    ap.add_argument("--realdata", type=Path, default=os.environ.get("HANDOS_REALDATA"),
+                    help="folder of the real development sets (default: $HANDOS_REALDATA)")
     ap.add_argument("--dump", type=Path, default=Path("runs/mediapipe_dump.json"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.realdata is None:
+        ap.error("no real data: pass --realdata DIR or set HANDOS_REALDATA")
+    args.realdata = Path(args.realdata)
     if args.stage == "dump":
         run_dump(args.realdata, args.out or args.dump)
     elif args.stage == "wrist":
         print(json.dumps(fit_wrist_shift(args.realdata)))
     else:
         stats = compute_stats(json.loads(args.dump.read_text()), args.realdata)
-        out = args.out or Path(__file__).with_name("error_stats.json")
+        out = args.out or Path(__file__).resolve().parents[1] / "handos" / "data" / "error_stats.json"
         out.write_text(json.dumps(stats, indent=1))
         print(json.dumps({k: v for k, v in stats.items() if not isinstance(v, list)}, indent=1))
     return 0

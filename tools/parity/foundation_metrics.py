@@ -1,8 +1,8 @@
-"""Recall, false positives and PCK2D of the foundation's own joints on ../shared/realdata sets.
+"""Recall, false positives and PCK2D of the foundation's own joints on the real sets in $HANDOS_REALDATA.
 
-    python tests/parity/foundation_metrics.py [--no-boost] [--sets ge2019_realworld interhand26m ...]
+    HANDOS_REALDATA=DIR python tools/parity/foundation_metrics.py [--no-boost] [--sets ge2019_realworld interhand26m ...]
 
-Metrics as the design's eval contract (section 3.2): Hungarian matching on mean 2D joint distance, a
+Metrics as `handos eval` computes them: Hungarian matching on mean 2D joint distance, a
 match needs that distance < 0.5 x the max side of the tight GT joint box; PCK2D@a over all labelled GT
 joints with threshold a x that side (unmatched GT hands count as misses). A small stand-alone
 measurement for the foundation (the full `handos eval` lives in handos/eval).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from handos.foundation.pipeline import Foundation, FoundationConfig  # noqa: E402
 
-REALDATA = REPO.parent / "shared" / "realdata"
+REALDATA = Path(os.environ.get("HANDOS_REALDATA", ""))
 
 
 def evaluate(pred: list[np.ndarray], gts: list[list[np.ndarray]]) -> dict:
@@ -79,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set-config", nargs="*", default=[], help="key=value FoundationConfig overrides")
     args = ap.parse_args(argv)
+    if not os.environ.get("HANDOS_REALDATA"):
+        ap.error("set HANDOS_REALDATA to the folder of the real sets")
     torch.set_num_threads(args.threads)
     def parse(k: str, v: str):
         d = getattr(FoundationConfig(), k)

@@ -3,12 +3,12 @@
 Made by .ci/setup_mediapipe_venv.sh (mediapipe==0.10.21 + ai-edge-litert). Never imported by
 handos; the tests call it with subprocess and read the .npz it writes.
 
-    python tests/parity/mp_reference.py nets --palm palm.npy --landmark lm.npy --out raw.npz
+    python tools/parity/mp_reference.py nets --palm palm.npy --landmark lm.npy --out raw.npz
         palm.npy (N,192,192,3) float32 in [-1,1], lm.npy (N,224,224,3) float32 in [0,1] (NHWC, as
         the tflite graphs take them); writes palm_regressors (N,2016,18), palm_scores (N,2016,1),
         lm_landmarks (N,63), lm_presence (N,1), lm_handedness (N,1), lm_world (N,63), run by the
         LiteRT interpreter on the tflite files of the installed mediapipe package.
-    python tests/parity/mp_reference.py hands --out hands.npz IMG [IMG ...]
+    python tools/parity/mp_reference.py hands --out hands.npz IMG [IMG ...]
         MediaPipe Hands (static_image_mode=True, max_num_hands=2, model_complexity=1,
         min_detection_confidence=0.5) end to end; per image i: count[i], and stacked over all hands:
         image_index (K,), landmarks_px (K,21,3) (x, y in pixels, z MediaPipe's normalised z * width),
