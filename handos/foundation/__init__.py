@@ -16,26 +16,19 @@ import importlib
 RECALL_MODES = ("off", "fast", "full", "search")
 
 _NETS = ("load_palm_detector", "load_landmark_net", "PalmDetector", "LandmarkNet", "TFLiteGraph", "load_graph")
-_PIPELINE = ("Foundation", "FoundationOutput", "roi_from_landmarks")
-# modules that may define the pipeline names, tried in order
-_PIPELINE_MODULES = ("handos.foundation.pipeline", "handos.foundation.foundation", "handos.foundation.detect",
-                     "handos.foundation.roi")
+# public name -> the module that defines it
+_HOMES = {
+    **dict.fromkeys(_NETS, "handos.foundation.nets"),
+    "Foundation": "handos.foundation.pipeline",
+    "FoundationOutput": "handos.foundation.pipeline",
+    "roi_from_landmarks": "handos.foundation.roi",
+}
 
-__all__ = list(_NETS + _PIPELINE) + ["RECALL_MODES"]
+__all__ = list(_HOMES) + ["RECALL_MODES"]
 
 
 def __getattr__(name: str):
     """Resolve public names on first use (see the module docstring)."""
-    if name in _NETS:
-        return getattr(importlib.import_module("handos.foundation.nets"), name)
-    if name in _PIPELINE:
-        for mod in _PIPELINE_MODULES:
-            try:
-                m = importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                if e.name != mod:
-                    raise
-                continue
-            if hasattr(m, name):
-                return getattr(m, name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'handos.foundation' has no attribute {name!r}")

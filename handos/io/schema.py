@@ -1,7 +1,6 @@
 """The prediction schema `handos.prediction/1`: the Hand record and the per-image JSON object."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +117,3 @@ def validate_record(rec: dict[str, Any]) -> None:
     for h in rec["hands"]:
         if len(h["keypoints_2d"]) != 21 or len(h["joints_3d"]) != 21 or h["handedness"] not in ("left", "right"):
             raise InputError(f"{SCHEMA} hand entry is malformed (needs 21 keypoints, 21 joints, handedness left/right)")
-
-
-def dumps_jsonl(records: list[dict[str, Any]]) -> str:
-    """Records as JSON Lines."""
-    return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
