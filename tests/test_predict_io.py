@@ -95,3 +95,27 @@ def test_clip_extensions_match_the_reader():
     from handos.video.reader import VIDEO_SUFFIXES
 
     assert VIDEO_EXTS == set(VIDEO_SUFFIXES)
+
+
+class _FakeModel:
+    """records_batch without a network: one empty record per image."""
+
+    def records_batch(self, images, cameras=None, files=None, include_vertices=False):
+        return [{"file": f, "hands": []} for f in files]
+
+
+def test_broken_link_in_a_folder_is_listed_as_an_error(tmp_path):
+    from handos.batch.runner import run_images
+
+    paths = make_images(tmp_path, 2)
+    link = tmp_path / "sub" / "gone.jpg"
+    link.symlink_to(tmp_path / "deleted.jpg")
+    items = expand_inputs([str(tmp_path)])
+    assert str(link) in [it.path for it in items]
+    assert len(expand_inputs([str(tmp_path / "sub" / "*.jpg")])) == 1  # globs keep it too
+    out = tmp_path / "preds.jsonl"
+    writer = RecordWriter(str(out))
+    summary = run_images(_FakeModel(), items, writer, batch_size=4, workers=0)
+    assert summary.done == len(paths) and summary.failed == 1 and "broken symbolic link" in summary.errors[0]
+    errors = [json.loads(line) for line in open(writer.errors_path)]
+    assert [e["file"] for e in errors] == [str(link)]

@@ -52,6 +52,8 @@ def load_image(source: ImageLike) -> LoadedImage:
         name = os.fspath(source)
         path = Path(name)
         if not path.exists():
+            if path.is_symlink():
+                raise InputError(f"{name}: broken symbolic link (its target {os.readlink(path)} does not exist)")
             raise InputError(f"{name}: no such file")
         if path.is_dir():
             raise InputError(f"{name}: is a folder, not an image (use `handos predict FOLDER` for folders)")

@@ -29,14 +29,18 @@ class WorkItem:
 
 
 def expand_inputs(inputs: list[str]) -> list[WorkItem]:
-    """Files, folders (recursive, sorted), globs and .jsonl manifests -> work items, de-duplicated in order."""
+    """Files, folders (recursive, sorted), globs and .jsonl manifests -> work items, de-duplicated in order.
+
+    Broken symbolic links in folders and globs are kept, so that the run lists them with the other unreadable files.
+    """
     items: list[WorkItem] = []
     for raw in inputs:
         if raw.endswith(".jsonl") and os.path.isfile(raw):
             items += read_manifest(raw)
         elif os.path.isdir(raw):
             found = sorted(
-                str(p) for p in Path(raw).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
+                str(p) for p in Path(raw).rglob("*")
+                if (p.is_file() or _broken_link(p)) and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
             )
             if not found:
                 raise InputError(f"{raw}: folder holds no images or clips ({', '.join(sorted(IMAGE_EXTS))})")
@@ -44,7 +48,7 @@ def expand_inputs(inputs: list[str]) -> list[WorkItem]:
         elif os.path.isfile(raw):
             items.append(WorkItem(raw, raw))
         elif any(ch in raw for ch in "*?["):
-            found = sorted(p for p in glob.glob(raw, recursive=True) if os.path.isfile(p))
+            found = sorted(p for p in glob.glob(raw, recursive=True) if os.path.isfile(p) or _broken_link(Path(p)))
             if not found:
                 raise InputError(f"{raw}: pattern matches no files")
             items += [WorkItem(p, p) for p in found]
@@ -57,6 +61,11 @@ def expand_inputs(inputs: list[str]) -> list[WorkItem]:
             seen.add(it.file)
             unique.append(it)
     return unique
+
+
+def _broken_link(path: Path) -> bool:
+    """True for a symbolic link whose target does not exist."""
+    return path.is_symlink() and not path.exists()
 
 
 def read_manifest(path: str) -> list[WorkItem]:
