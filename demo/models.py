@@ -5,8 +5,6 @@ import importlib.util
 import threading
 from typing import Any, Callable
 
-from handos.errors import InputError
-
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -18,15 +16,10 @@ def cuda_available() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when present else 'cpu'; refuse 'cuda' without a GPU with a clear message."""
-    device = (device or "auto").lower()
-    if device not in DEVICES:
-        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cuda" and not cuda_available():
-        raise InputError("CUDA is not available on this machine; choose device 'cpu' or 'auto'")
-    return device
+    """handos.device.resolve_device as a string key ('cpu', 'cuda', ...); a DeviceError names the problem."""
+    from handos.device import resolve_device as _resolve
+
+    return str(_resolve(device))
 
 
 class ModelCache:

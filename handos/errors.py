@@ -14,6 +14,10 @@ class ModelError(HandosError):
     """Weights are missing, corrupt or incompatible, or the model cannot run on the asked device."""
 
 
+class DeviceError(HandosError):
+    """The asked device is unknown or unavailable here (e.g. 'cuda' on a machine without a GPU)."""
+
+
 class ConfigError(HandosError):
     """A configuration file or option is invalid."""
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from handos.geometry import project as _project
 from handos.model.camera_fit import fit_translation
 
 
 def project(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection (N,21,3) -> (N,21,2) px."""
-    fx, fy, cx, cy = camera.unbind(-1)
-    return torch.stack([fx[:, None] * points[..., 0] / points[..., 2] + cx[:, None],
-                        fy[:, None] * points[..., 1] / points[..., 2] + cy[:, None]], -1)
+    """Pinhole projection (N,21,3) with cameras (N,4) -> (N,21,2) px."""
+    return _project(points, camera[:, None])
 
 
 def test_recovers_translation_from_exact_projections():

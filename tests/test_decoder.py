@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from handos.errors import ConfigError
+from handos.geometry import rot2d
+from handos.hand.skeleton import chirality
 from handos.model.decoder import (DecoderConfig, DecoderInput, HandOSDecoder, decoder_inputs_from_foundation,
                                   hierarchical_mask, load_decoder, save_decoder)
-from handos.model.geometry import chirality, landmark_roi, rot2d
+from handos.model.geometry import landmark_roi
 
 TINY = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coarse=32)
 
@@ -118,7 +120,7 @@ def test_in_plane_rotation_equivariance(decoder, batch):
 
 def test_handedness_is_read_off_the_mesh(decoder, batch):
     out = decoder(batch)
-    assert torch.equal(out.is_left, chirality(out.joints_3d) > 0)
+    assert torch.equal(out.is_left, chirality(out.joints_3d, soft=True) > 0)
     assert decoder.faces_for(True).shape == decoder.faces_for(False).shape
     assert (decoder.faces_for(True) != decoder.faces_for(False)).any()
 

@@ -137,11 +137,14 @@ def test_app_binds_loopback_unless_told(monkeypatch):
 
 
 def test_cuda_refused_without_gpu(monkeypatch):
-    from demo import models
+    import torch
 
-    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    from demo import models
+    from handos.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.resolve_device("auto") == "cpu"
-    with pytest.raises(InputError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
         models.resolve_device("cuda")
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from handos.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from handos.hand import JOINT_NAMES, PARENTS, HandModel, chirality, mirror_pose
-from handos.hand.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from handos.hand.poses import PRESETS
 from handos.io.schema import JOINT_NAMES as SCHEMA_JOINTS
 

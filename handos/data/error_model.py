@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from handos.geometry import axis_angle_to_matrix
 from handos.model.geometry import from_roi_frame, landmark_roi, to_roi_frame
 
 STATS_PATH = Path(__file__).with_name("error_stats.json")
@@ -33,18 +34,6 @@ def random_rotation(axis_angle_std: torch.Tensor, gen: torch.Generator | None) -
     aa = _randn((b, 3), gen, dev)
     aa = aa / aa.norm(dim=-1, keepdim=True).clamp_min(1e-8) * (_randn((b, 1), gen, dev) * axis_angle_std[:, None])
     return axis_angle_to_matrix(aa)
-
-
-def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: (B,3) axis-angle -> (B,3,3)."""
-    theta = aa.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # (B,1)
-    k = aa / theta
-    kx, ky, kz = k.unbind(-1)
-    zero = torch.zeros_like(kx)
-    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(-1, 3, 3)
-    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return eye + s * kmat + (1 - c) * kmat @ kmat
 
 
 def hand_frame(joints: torch.Tensor) -> torch.Tensor:

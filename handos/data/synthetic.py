@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from handos.data.error_model import ErrorModel, _rand, _randn, axis_angle_to_matrix
+from handos.data.error_model import ErrorModel, _rand, _randn
+from handos.geometry import axis_angle_to_matrix, project
 from handos.model.decoder import DecoderInput
-from handos.model.geometry import project
 
 
 @dataclass
@@ -131,7 +131,7 @@ class SyntheticHands:
         wv = height * (0.1 + 0.8 * _rand((n,), gen, dev))
         cam_t = torch.stack([(wu - cx) / focal * tz, (wv - cy) / focal * tz, tz], -1)
         j_cam = joints + cam_t[:, None]
-        j2d = project(j_cam, camera)
+        j2d = project(j_cam, camera[:, None], min_depth=1e-4)
         obs = self.errors.apply(j2d, j_cam, camera, gen)
         inp = DecoderInput(joints_2d=obs["joints_2d"], joints_z=obs["joints_z"], joint_conf=obs["joint_conf"],
                            camera=camera, world=obs["world"])

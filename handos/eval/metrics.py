@@ -8,83 +8,20 @@ per-joint fraction under a threshold, AUC = normalised area under that curve) an
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+from handos.geometry import Array, procrustes_align
+from handos.geometry import apply_similarity, similarity_transform  # noqa: F401 (part of this module's API)
+from handos.geometry import as_float as _as_float
+from handos.geometry import valid_weights as _valid_mask
+from handos.geometry import xp_of as _xp
+from handos.geometry import zero_invalid as _zero_nan
 
 EPS = 1e-12
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-
-
-def _xp(x: Array):
-    """The array module (numpy or torch) that owns `x`."""
-    return torch if isinstance(x, torch.Tensor) else np
-
-
-def _as_float(x: Array) -> Array:
-    """`x` as a floating array of its own kind (float64 for numpy inputs)."""
-    if isinstance(x, torch.Tensor):
-        return x if x.is_floating_point() else x.double()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _valid_mask(gt: Array, mask: Array | None) -> Array:
-    """(..., N) float weights: 1 where the GT point is finite (and `mask` allows it), else 0."""
-    finite = _xp(gt).isfinite(gt).all(-1)
-    if isinstance(gt, torch.Tensor):
-        if mask is not None:
-            finite = finite & torch.as_tensor(mask, device=gt.device).bool()
-        return finite.to(gt.dtype)
-    if mask is not None:
-        finite = finite & np.asarray(mask, dtype=bool)
-    return finite.astype(gt.dtype)
-
-
-def _zero_nan(x: Array, w: Array) -> Array:
-    """`x` with rows whose weight is 0 set to 0 (so NaNs cannot leak into sums)."""
-    xp = _xp(x)
-    return xp.where(w[..., None] > 0, x, xp.zeros_like(x))
-
-
-def similarity_transform(src: Array, dst: Array, mask: Array | None = None) -> tuple[Array, Array, Array]:
-    """Scale s (...,), rotation R (..., 3, 3) and translation t (..., 3) minimising |s R src + t - dst|^2 (Umeyama).
-
-    src, dst: (..., N, 3). R is a proper rotation (det +1): a mirrored copy is NOT aligned away.
-    Points where dst is NaN or `mask` (..., N) is false are ignored.
-    """
-    xp = _xp(src)
-    src, dst = _as_float(src), _as_float(dst)
-    w = _valid_mask(dst, mask)  # (..., N)
-    src, dst = _zero_nan(src, w), _zero_nan(dst, w)
-    wn = w / (w.sum(-1)[..., None] + EPS)  # (..., N) normalised weights
-    mu_s = (wn[..., None] * src).sum(-2)  # (..., 3)
-    mu_d = (wn[..., None] * dst).sum(-2)
-    xs = (src - mu_s[..., None, :]) * w[..., None]
-    xd = (dst - mu_d[..., None, :]) * w[..., None]
-    cov = xp.einsum("...ni,...nj->...ij", xd * wn[..., None], xs)  # (..., 3, 3) = sum w xd xs^T
-    u, sig, vt = xp.linalg.svd(cov)
-    det = xp.linalg.det(u @ vt)  # (...,)
-    d = xp.where(det < 0, -xp.ones_like(det), xp.ones_like(det))
-    diag = xp.stack([xp.ones_like(d), xp.ones_like(d), d], -1)  # (..., 3)
-    rot = (u * diag[..., None, :]) @ vt  # U diag(1, 1, d) V^T
-    var_s = (wn * (xs**2).sum(-1)).sum(-1)  # (...,)
-    scale = (sig * diag).sum(-1) / (var_s + EPS)
-    trans = mu_d - scale[..., None] * (rot @ mu_s[..., None])[..., 0]
-    return scale, rot, trans
-
-
-def apply_similarity(points: Array, scale: Array, rot: Array, trans: Array) -> Array:
-    """s R p + t for points (..., N, 3)."""
-    return scale[..., None, None] * (points @ rot.swapaxes(-1, -2)) + trans[..., None, :]
-
-
-def procrustes_align(pred: Array, gt: Array, mask: Array | None = None) -> Array:
-    """`pred` (..., N, 3) moved onto `gt` by the best similarity transform (rotation without reflection)."""
-    s, r, t = similarity_transform(pred, gt, mask)
-    return apply_similarity(_as_float(pred), s, r, t)
 
 
 def _mean_point_error(pred: Array, gt: Array, mask: Array | None) -> Array:

@@ -25,10 +25,10 @@ import numpy as np
 
 from handos.errors import ConfigError, HandosError, ModelError
 from handos.foundation.tflite_reader import TFLiteModel, read_tflite
+from handos.weights import WEIGHTS_DIR
 
 MEDIAPIPE_VERSION = "0.10.21"
 GRAPH_FORMAT = "handos.tflite-graph/1"
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 # name -> (path inside the wheel, semantic names of the tflite outputs in order, input size)
 MODELS: dict[str, tuple[str, list[str], int]] = {

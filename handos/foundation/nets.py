@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from handos.errors import ModelError
+from handos.weights import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 PALM_WEIGHTS = WEIGHTS_DIR / "palm_detection_full.safetensors"
 LANDMARK_WEIGHTS = WEIGHTS_DIR / "hand_landmark_full.safetensors"
 GRAPH_FORMAT = "handos.tflite-graph/1"

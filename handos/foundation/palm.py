@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from handos.foundation.roi import box_iou
+from handos.geometry import box_iou
 
 __all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "decode_detections", "weighted_nms",
            "remove_letterbox", "PalmDetections"]

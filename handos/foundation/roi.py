@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from handos.geometry import box_iou
+
 __all__ = [
     "RectTransform", "PALM_TO_ROI", "LANDMARKS_TO_ROI", "PARTIAL_LANDMARKS", "normalize_radians",
     "transform_rect", "roi_from_palm", "roi_from_landmarks", "crop_affine", "invert_affine",
@@ -222,12 +224,3 @@ def axis_aligned_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return box_iou(xyxy(a), xyxy(b))
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU (N,M) of xyxy boxes a (N,4) and b (M,4)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))

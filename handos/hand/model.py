@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from handos.errors import ConfigError, InputError
+from handos.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from handos.hand import poses as _poses
-from handos.hand.geometry import axis_angle_to_matrix, forward_kinematics, matrix_to_axis_angle, skin
-from handos.hand.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS, POSE_JOINTS
+from handos.hand.geometry import forward_kinematics, skin
+from handos.hand.skeleton import JOINT_NAMES, NUM_JOINTS, PARENTS, POSE_JOINTS, chirality
 from handos.hand.template import NUM_SHAPE, SHAPE_NAMES, build_template
 
 MIRROR = torch.tensor([-1.0, 1.0, 1.0])
@@ -47,16 +48,6 @@ def mirror_vertices(points: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndar
 def mirror_pose(pose: torch.Tensor) -> torch.Tensor:
     """Axis-angle rows (..., 3) of a rotation R -> those of M R M (M = mirror x): (a, b, c) -> (a, -b, -c)."""
     return pose * torch.tensor([1.0, -1.0, -1.0]).to(pose)
-
-
-def chirality(joints: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """(..., 21, 3) joints -> (...) sign of det[middle1-wrist, index1-pinky1, thumb2-wrist]: -1 right, +1 left."""
-    if isinstance(joints, np.ndarray):
-        return np.sign(np.linalg.det(np.stack([joints[..., 9, :] - joints[..., 0, :], joints[..., 5, :] - joints[..., 17, :],
-                                               joints[..., 2, :] - joints[..., 0, :]], axis=-2)))
-    m = torch.stack([joints[..., 9, :] - joints[..., 0, :], joints[..., 5, :] - joints[..., 17, :],
-                     joints[..., 2, :] - joints[..., 0, :]], dim=-2)
-    return torch.sign(torch.linalg.det(m))
 
 
 def _full_pose(pose: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from handos.config import check_keys
 from handos.errors import ConfigError, ModelError
-from handos.model.geometry import chirality, from_roi_frame, landmark_roi, rotate_z, to_roi_frame
+from handos.hand.skeleton import NUM_JOINTS, PARENTS, chirality
+from handos.model.geometry import from_roi_frame, landmark_roi, rotate_z, to_roi_frame
 from handos.model.mesh import farthest_point_sampling, upsampling_matrix
+from handos.weights import WEIGHTS_DIR
 
-NUM_JOINTS = 21
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 WORLD_UNIT_M = 0.1  # world landmarks and vertices are handled in units of 10 cm
 
 
@@ -62,10 +63,7 @@ class DecoderConfig:
     @staticmethod
     def from_dict(d: dict) -> "DecoderConfig":
         """Config from a dict; unknown keys are an error."""
-        names = {f.name for f in fields(DecoderConfig)}
-        bad = set(d) - names
-        if bad:
-            raise ConfigError(f"unknown decoder config keys {sorted(bad)}; known: {sorted(names)}")
+        check_keys(d, DecoderConfig, "decoder config keys")
         return DecoderConfig(**d)
 
 
@@ -127,7 +125,6 @@ def decoder_inputs_from_foundation(fout, cameras: torch.Tensor) -> DecoderInput:
 # buffers that describe the mesh (from the hand model at training time; saved with the weights)
 MESH_BUFFERS = ("template", "coarse_idx", "coarse_skin", "coarse_blend", "upsample", "joint_regressor",
                 "faces_right", "faces_left")
-PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
 
 
 def bone_midpoint_matrix() -> torch.Tensor:
@@ -295,7 +292,7 @@ class HandOSDecoder(nn.Module):
         j2d_ref = from_roi_frame(u_ref, roi)
         txy = (j2d_ref[:, 0] - cam[:, 2:]) / cam[:, :2] * tz[:, None]
         cam_t = torch.cat([txy, tz[:, None]], -1)
-        chi = chirality(joints)
+        chi = chirality(joints, soft=True)
         return DecoderOutput(
             joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts,
             joints_3d=joints_aux if cfg.joints_3d == "direct" else joints, cam_t=cam_t, is_left=chi > 0,

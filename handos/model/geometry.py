@@ -1,21 +1,17 @@
-"""Pure geometry for the decoder: MediaPipe-style ROIs from landmarks, ROI frames, rotations, chirality."""
+"""Pure geometry for the decoder: MediaPipe-style ROIs from landmarks and ROI frames (generic pieces: handos.geometry)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from handos.geometry import rot2d
+
 # Landmarks MediaPipe uses to place the next ROI (hand_landmark_landmarks_to_roi.pbtxt):
 # wrist, thumb1-3, index1-2, middle1-2, ring1-2, pinky1-2.
 ROI_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 ROI_SCALE = 2.0  # RectTransformationCalculator scale_x/scale_y
 ROI_SHIFT_Y = -0.1  # shift_y (towards the fingers)
-
-
-def rot2d(angle: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (..., 2, 2) for angles (...,) in radians (image axes: x right, y down)."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
 def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
@@ -57,31 +53,3 @@ def rotate_z(points: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate 3D points (N,K,3) about the camera's z axis by angle (N,) (the image-plane rotation)."""
     xy = torch.einsum("nij,nkj->nki", rot2d(angle), points[..., :2])
     return torch.cat([xy, points[..., 2:]], -1)
-
-
-def chirality(joints: torch.Tensor) -> torch.Tensor:
-    """Normalised det[middle1-wrist, index1-pinky1, thumb2-wrist] (N,) in [-1,1]: <0 right, >0 left."""
-    a = joints[:, 9] - joints[:, 0]
-    b = joints[:, 5] - joints[:, 17]
-    c = joints[:, 2] - joints[:, 0]
-    det = torch.linalg.det(torch.stack([a, b, c], -1))
-    return det / (a.norm(dim=-1) * b.norm(dim=-1) * c.norm(dim=-1)).clamp_min(1e-12)
-
-
-def project(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-    """Perspective projection of camera-frame points (N,K,3) m with camera (N,4) [fx,fy,cx,cy] -> (N,K,2) px."""
-    z = points[..., 2:3].clamp_min(1e-4)
-    return points[..., :2] / z * camera[:, None, :2] + camera[:, None, 2:]
-
-
-def similarity_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Procrustes-align pred (N,K,3) onto gt (N,K,3) with rotation, scale and translation."""
-    mp, mg = pred.mean(1, keepdim=True), gt.mean(1, keepdim=True)
-    p, g = pred - mp, gt - mg
-    u, s, vt = torch.linalg.svd(p.transpose(1, 2) @ g)
-    d = torch.sign(torch.linalg.det(u @ vt))
-    e = torch.ones_like(s)
-    e[:, 2] = d
-    r = u @ torch.diag_embed(e) @ vt  # (N,3,3)
-    scale = (s * e).sum(-1) / (p ** 2).sum((1, 2)).clamp_min(1e-12)
-    return scale[:, None, None] * p @ r + mg

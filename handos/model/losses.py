@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from handos.model.decoder import PARENTS
-from handos.model.geometry import project
+from handos.geometry import project
+from handos.hand.skeleton import PARENTS
 
 CM = 100.0  # 3D terms in centimetres
 OKS_SIGMA = 0.025  # in ROI units (the ROI is ~2x the hand)
@@ -73,7 +73,7 @@ def decoder_losses(out, target, inp, faces: torch.Tensor, edges: torch.Tensor,
     terms["joint_2d"] = ((out.joints_2d - target.joints_2d).abs() / size[..., None]).mean()
     oks = torch.exp(-(d2 ** 2) / (2 * OKS_SIGMA ** 2))
     terms["oks"] = (1 - oks).mean()
-    proj = project(mesh_joints + out.cam_t[:, None], inp.camera)
+    proj = project(mesh_joints + out.cam_t[:, None], inp.camera[:, None], min_depth=1e-4)
     terms["reproj"] = ((proj - target.joints_2d).abs() / size[..., None]).clamp(max=1.0).mean()
     terms["score"] = F.binary_cross_entropy(out.joints_2d_score.clamp(1e-4, 1 - 1e-4), oks.detach())
     tz, tz_gt = out.cam_t[:, 2], target.cam_t[:, 2]

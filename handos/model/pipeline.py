@@ -9,28 +9,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from handos.device import resolve_device
 from handos.errors import InputError, ModelError
 from handos.io.camera import Camera
 from handos.io.images import ImageLike, LoadedImage, load_image
 from handos.io.schema import Hand, prediction_record
+from handos.weights import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DECODER_FILE = "decoder.safetensors"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a ModelError."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for but no CUDA GPU is available here; use --device cpu")
-    return dev
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from handos.errors import InputError
+from handos.geometry import intrinsics_of
+from handos.geometry import project as _project
 
 _MAX_CANDIDATES = 1 << 22  # pixel tests per chunk (bounds memory)
 
@@ -26,10 +28,8 @@ class Fragments:
 
 
 def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Camera-frame points (..., 3) -> pixel coordinates (..., 2)."""
-    z = points[..., 2:3].clamp_min(1e-9)
-    uv1 = (points / z) @ K.T.to(points)
-    return uv1[..., :2]
+    """Camera-frame points (..., 3) and intrinsic matrix K (3, 3) without skew -> pixel coordinates (..., 2)."""
+    return _project(points, intrinsics_of(K.to(points)), min_depth=1e-9)
 
 
 def _as_tensors(verts_cam, faces, K):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from handos.hand.geometry import axis_angle_to_matrix
+from handos.geometry import axis_angle_to_matrix
 
 # view name -> axis-angle applied to the canonical hand (palm faces -z, i.e. the camera, at rest)
 VIEWS: dict[str, tuple[float, float, float]] = {

@@ -6,12 +6,14 @@ import json
 import math
 import os
 import time
-import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import tomllib
 import torch
 
+from handos.config import check_keys
+from handos.device import resolve_device
 from handos.errors import ConfigError
 
 
@@ -36,10 +38,7 @@ class TrainConfig:
 
 def _build(cls, table: dict, name: str):
     """Dataclass from a TOML table; unknown keys are a ConfigError."""
-    known = {f.name for f in fields(cls)}
-    bad = set(table) - known
-    if bad:
-        raise ConfigError(f"unknown keys {sorted(bad)} in [{name}]; known: {sorted(known)}")
+    check_keys(table, cls, "keys", f" in [{name}]")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     return cls(**kwargs)
 
@@ -77,15 +76,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _device(name: str) -> torch.device:
-    """Resolve 'auto' | 'cpu' | 'cuda' (honouring LOCAL_RANK under torchrun)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available; use device = \"cpu\"")
-        if name == "cuda" and "LOCAL_RANK" in os.environ:
-            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(name)
+    """handos.device.resolve_device, honouring LOCAL_RANK under torchrun when the device is plain 'cuda'."""
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return dev
 
 
 def save_checkpoint(out: Path, model, opt, step: int, gen: torch.Generator) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handos.model.decoder import NUM_JOINTS, DecoderInput, load_decoder
-from handos.model.geometry import similarity_align
+from handos.geometry import procrustes_align
+from handos.hand.skeleton import NUM_JOINTS
+from handos.model.decoder import DecoderInput, load_decoder
 
 
 def _match(gt2d: list[np.ndarray], det2d: list[np.ndarray]) -> list[tuple[int, int]]:
@@ -79,8 +80,8 @@ def evaluate(set_dir: Path, recs: list[dict], out, inp: DecoderInput, limit: int
             side = (g2.max(0) - g2.min(0)).max()
             p3 = out.joints_3d[i:i + 1] + out.cam_t[i:i + 1, None]
             mpw = torch.tensor(recs[i]["mp_world"], dtype=torch.float32)[None]
-            pa.append(float((similarity_align(p3, g3) - g3).norm(dim=-1).mean()) * 1000)
-            pa_mp.append(float((similarity_align(mpw, g3) - g3).norm(dim=-1).mean()) * 1000)
+            pa.append(float((procrustes_align(p3, g3) - g3).norm(dim=-1).mean()) * 1000)
+            pa_mp.append(float((procrustes_align(mpw, g3) - g3).norm(dim=-1).mean()) * 1000)
             rr.append(float(((p3 - p3[:, :1]) - (g3 - g3[:, :1])).norm(dim=-1).mean()) * 1000)
             rr_mp.append(float(((mpw - mpw[:, :1]) - (g3 - g3[:, :1])).norm(dim=-1).mean()) * 1000)
             depth.append(abs(float(p3[0, 0, 2] - g3[0, 0, 2])) * 1000)

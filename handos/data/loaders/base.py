@@ -23,9 +23,9 @@ from typing import Any, Iterable, Iterator, TypedDict
 import numpy as np
 
 from handos.errors import InputError
+from handos.geometry import project as _project
+from handos.hand.skeleton import NUM_JOINTS
 from handos.io.schema import JOINT_NAMES
-
-NUM_JOINTS = 21
 
 
 class HandLabel(TypedDict, total=False):
@@ -61,11 +61,8 @@ def camera_from_matrix(k: np.ndarray) -> dict[str, float]:
 
 def project(points: np.ndarray, camera: dict[str, float]) -> np.ndarray:
     """Pinhole projection of camera-frame points (..., 3) (any unit) to pixels (..., 2)."""
-    p = np.asarray(points, dtype=np.float64)
-    z = p[..., 2:3]
-    f = np.array([camera["fx"], camera["fy"]])
-    c = np.array([camera["cx"], camera["cy"]])
-    return p[..., :2] / z * f + c
+    intrinsics = np.array([camera["fx"], camera["fy"], camera["cx"], camera["cy"]], dtype=np.float64)  # (4,)
+    return _project(np.asarray(points, dtype=np.float64), intrinsics)
 
 
 def tight_box(joints_2d: np.ndarray) -> np.ndarray:
