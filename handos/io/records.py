@@ -30,7 +30,7 @@ class RecordWriter:
         if resume:
             self.done = set(done_files(self.out))
         elif self.out.exists():
-            raise InputError(f"{out} exists; pass --resume to continue it or choose another --out")
+            raise InputError(f"{out} exists; drop --no-resume to continue it or choose another --out")
         self.shard_index = len(self.shard_paths())
         self.handle = None
 

@@ -9,12 +9,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from handos import __version__
 from handos.device import resolve_device
 from handos.errors import InputError, ModelError
 from handos.io.camera import Camera
 from handos.io.images import ImageLike, LoadedImage, load_image
 from handos.io.schema import Hand, prediction_record
 from handos.weights import WEIGHTS_DIR
+
+# the package's major.minor, in each record's `model` field: handos-MAJOR.MINOR-<weights digest>
+MODEL_SERIES = ".".join(__version__.split(".")[:2])
 
 DECODER_FILE = "decoder.safetensors"
 
@@ -330,5 +334,5 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
     except Exception as err:
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
     foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall))
-    return HandOS(foundation, decoder, dev, version=f"handos-0.1-{file_digest(path)}", max_hands=max_hands,
+    return HandOS(foundation, decoder, dev, version=f"handos-{MODEL_SERIES}-{file_digest(path)}", max_hands=max_hands,
                   score_threshold=score_threshold, mesh=mesh)
