@@ -172,6 +172,8 @@ def test_real_cli_foundation_only_on_five_ge2019_images(realdata, tmp_path):
     assert rep["pck2d@0.1"] > 0.8
     assert rep["pa_mpjpe_mm"] is not None and rep["pa_mpjpe_mm"] < 30.0
     assert rep["root_depth_err_mm"] is None  # world landmarks are hand-centred
+    recs = [json.loads(line) for line in (tmp_path / "report.preds.jsonl").read_text().splitlines()]
+    assert {h["joints_3d_frame"] for r in recs for h in r["hands"]} == {"mediapipe_world"}
 
 
 REAL_SETS = ("ge2019_realworld", "interhand26m", "freihand", "onehand10k", "panoptic", "rhd")

@@ -5,6 +5,7 @@ import json
 import os
 import math
 import warnings
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from handos.errors import InputError
-from handos.io.schema import Hand, validate_record
+from handos.io.schema import Hand, HandTrace, validate_record
 from handos.video.clip import JitterMeter, jitter_px, process_clip, select_keyframes
 from handos.video.reader import ClipReader, is_clip
 from handos.video.smoothing import HandSmoother, OneEuroConfig
@@ -31,12 +32,12 @@ def make_hand(center, radius=10.0, handedness="right", score=0.9, hscore=0.9, no
     if noise:
         kp = kp + (rng or np.random.default_rng(0)).normal(0, noise, kp.shape)
     j3 = np.concatenate([(kp - [W / 2, H / 2]) / 500.0, np.full((21, 1), 0.5)], -1)  # (21, 3) metres
-    extras = {"roi": np.array([*center, 3 * radius, 3 * radius, 0.0])}
+    trace = HandTrace(roi=np.array([*center, 3 * radius, 3 * radius, 0.0]))
     if roi_index is not None:
-        extras["roi_index"] = roi_index
+        trace = replace(trace, roi_index=roi_index)
     return Hand(id=0, score=score, handedness=handedness, handedness_score=hscore,
                 bbox_xyxy=np.concatenate([kp.min(0), kp.max(0)]), keypoints_2d=kp, keypoints_score=np.ones(21),
-                joints_3d=j3, cam_t=j3[0].copy(), vertices=None, extras=extras)
+                joints_3d=j3, cam_t=j3[0].copy(), vertices=None, trace=trace)
 
 
 def blob_frame(centers: dict[str, tuple[float, float] | None], radius=10) -> np.ndarray:
@@ -358,7 +359,7 @@ def test_tracks_drop_duplicates_roi_hand_wins():
     tracks.update([make_hand((50, 60))], 0)
     out = tracks.update([make_hand((51, 60), roi_index=None, score=0.99), make_hand((50.5, 60), roi_index=0)], 1,
                         carried_ids=[0])
-    assert len(out) == 1 and out[0].track_id == 0 and out[0].extras.get("roi_index") == 0
+    assert len(out) == 1 and out[0].track_id == 0 and out[0].trace.roi_index == 0
 
 
 def test_box_iou():

@@ -1,7 +1,7 @@
 """Predictors for `handos eval` other than the full pipeline: the frozen foundation alone (MediaPipe port).
 
 The foundation's 3D is MediaPipe's world landmarks: metric but hand-centred, so its hands are marked
-`extras["joints_3d_frame"] = "mediapipe_world"`; the report then scores PA-MPJPE and root-relative
+`joints_3d_frame = "mediapipe_world"`; the report then scores PA-MPJPE and root-relative
 MPJPE but no root depth.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def hands_from_foundation(out: Any, num_images: int) -> list[list[Hand]]:
                 keypoints_score=np.full(21, float(presence[k])),
                 joints_3d=world[k] - world[k, :1],  # wrist at the origin
                 cam_t=np.zeros(3),  # no absolute position from world landmarks (frame marked below)
-                extras={"joints_3d_frame": WORLD_FRAME},
+                joints_3d_frame=WORLD_FRAME,
             )
         )
     return result

@@ -52,8 +52,7 @@ class PredHand:
     def from_hand(hand: Any) -> "PredHand":
         """From a handos.Hand (metres) or a schema `hands[]` dict (metres)."""
         get = hand.get if isinstance(hand, dict) else lambda k, default=None: getattr(hand, k, default)
-        extras = get("extras", None) or {}
-        frame = get("joints_3d_frame", None) or extras.get("joints_3d_frame", "camera")
+        frame = get("joints_3d_frame", None) or "camera"
         j3 = get("joints_3d", None)
         v = get("vertices", None)
         return PredHand(

@@ -88,10 +88,6 @@ def evaluate(
             acc.add_image([GTHand.from_dict(h) for h in im["hands"]], [PredHand.from_hand(h) for h in hands], im["file"])
             if preds_out is not None:
                 rec = prediction_record(im["file"], li.width, li.height, cam.to_dict(), list(hands), model_name)
-                for h, rh in zip(hands, rec["hands"]):
-                    frame = (getattr(h, "extras", None) or {}).get("joints_3d_frame")
-                    if frame:
-                        rh["joints_3d_frame"] = frame
                 preds_out.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 preds_out.flush()
         bar.update(len(batch))

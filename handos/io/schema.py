@@ -25,6 +25,17 @@ BONES: tuple[tuple[int, int], ...] = tuple(
 )
 
 
+@dataclass(frozen=True)
+class HandTrace:
+    """How the pipeline found a hand: what tracking and evaluation read back; never serialised."""
+
+    roi: np.ndarray | None = None  # (5,) [cx, cy, w, h, rot] px: the foundation's ROI for the next frame
+    roi_index: int | None = None  # index into the ROIs carried into this frame it came from; None: detected
+    presence: float | None = None  # the landmark net's presence
+    foundation_box: np.ndarray | None = None  # (4,) xyxy px: the foundation's padded landmark box
+    handedness_raw: tuple[str, float] | None = None  # the model's (label, score) before a track's vote
+
+
 @dataclass
 class Hand:
     """One detected hand, in the image's pixels and the camera frame (metres, x right, y down, z forward)."""
@@ -40,7 +51,8 @@ class Hand:
     cam_t: np.ndarray  # (3,) metres, wrist position in the camera frame
     vertices: np.ndarray | None = None  # (V, 3) metres, camera frame
     track_id: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # not serialised (e.g. the foundation's ROI)
+    joints_3d_frame: str = "camera"  # "camera"; "mediapipe_world": hand-centred, no absolute position (eval)
+    trace: HandTrace = field(default_factory=HandTrace)  # not serialised
 
     def to_dict(self, include_vertices: bool = False, decimals: int = 5) -> dict[str, Any]:
         """As a schema `hands[]` entry (plain lists and floats)."""
@@ -55,7 +67,7 @@ class Hand:
             "keypoints_2d": np.round(np.asarray(self.keypoints_2d, dtype=np.float64), 2).tolist(),
             "keypoints_score": np.round(np.asarray(self.keypoints_score, dtype=np.float64), 4).tolist(),
             "joints_3d": r(self.joints_3d),
-            "joints_3d_frame": "camera",
+            "joints_3d_frame": self.joints_3d_frame,
             "cam_t": r(self.cam_t),
             "vertices": r(self.vertices) if include_vertices and self.vertices is not None else None,
         }
@@ -77,6 +89,7 @@ class Hand:
                 cam_t=np.asarray(d["cam_t"], dtype=np.float64),
                 vertices=None if d.get("vertices") is None else np.asarray(d["vertices"], dtype=np.float64),
                 track_id=d.get("track_id"),
+                joints_3d_frame=str(d.get("joints_3d_frame") or "camera"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"not a handos.prediction/1 hand entry: {err}") from None

@@ -14,7 +14,7 @@ from handos.device import resolve_device
 from handos.errors import InputError, ModelError
 from handos.io.camera import Camera
 from handos.io.images import ImageLike, LoadedImage, load_image
-from handos.io.schema import Hand, prediction_record
+from handos.io.schema import Hand, HandTrace, prediction_record
 from handos.weights import WEIGHTS_DIR
 
 # the package's major.minor, in each record's `model` field: handos-MAJOR.MINOR-<weights digest>
@@ -130,7 +130,7 @@ class HandOS:
 
         rois[i] None: run the palm detector on frame i. rois[i] (k,5): run the landmark net on those ROIs
         only; with detect[i] also True, the detector runs too and adds hands not already tracked.
-        Every Hand carries extras["roi"] (next frame's ROI), extras["roi_index"] and extras["presence"].
+        Every Hand's `trace` carries roi (next frame's ROI), roi_index, presence and foundation_box.
         """
         loaded = self.load_images(images)
         n = len(loaded)
@@ -198,8 +198,8 @@ class HandOS:
                 handedness="left" if is_left[j] else "right", handedness_score=float(hand_score[j]),
                 bbox_xyxy=box, keypoints_2d=kp[j], keypoints_score=kp_score[j], joints_3d=joints[j],
                 cam_t=cam_t[j], vertices=verts[j],
-                extras={"roi": next_rois[j], "presence": float(presence[j]), "foundation_box": boxes[j],
-                        "roi_index": None if roi_index[j] < 0 else int(roi_index[j])},
+                trace=HandTrace(roi=next_rois[j], presence=float(presence[j]), foundation_box=boxes[j],
+                                roi_index=None if roi_index[j] < 0 else int(roi_index[j])),
             ))
         return out
 

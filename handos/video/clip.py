@@ -341,7 +341,7 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
             for x in hands:
                 if x.track_id is None:
                     continue
-                labels = (x.extras.get("handedness_raw", (x.handedness,))[0], x.handedness)
+                labels = ((x.trace.handedness_raw or (x.handedness,))[0], x.handedness)
                 prev = last_label.get(x.track_id)
                 if prev is not None:
                     summary.handedness_flips_raw += int(prev[0] != labels[0])

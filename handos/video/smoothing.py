@@ -153,5 +153,4 @@ def _unpack(h: Hand, kp: np.ndarray, x3: np.ndarray) -> Hand:
         joints_3d=x3[:21].astype(dt3),
         cam_t=x3[21].astype(dt3),
         vertices=None if h.vertices is None else x3[22:].astype(np.asarray(h.vertices).dtype),
-        extras=dict(h.extras),
     )

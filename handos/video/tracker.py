@@ -6,14 +6,14 @@ Policy (what runs on which frame):
 - a frame where a carried ROI loses its hand (fast motion, blur) is run again at once with the detector
   (`redetect_on_loss`), so a hand the detector can still see is not dropped for a frame;
 - every other frame: only the landmark net runs, on the ROIs carried from the previous frame's landmarks
-  (`Hand.extras["roi"]`), which is what makes clips fast.
-Ids: a hand found from a carried ROI keeps that ROI's track (`extras["roi_index"]`); every other hand is
+  (`Hand.trace.roi`), which is what makes clips fast.
+Ids: a hand found from a carried ROI keeps that ROI's track (`trace.roi_index`); every other hand is
 associated to live tracks by the Hungarian method on box IoU and keypoint distance; unmatched hands
 open new tracks (ids count up from 0 and are never reused within a clip); a track unseen for more than
 `max_missed` frames is closed.
 Handedness: each track keeps a decayed mean of P(right) over its frames and flips only when that mean
 crosses 0.5 by a `handedness_margin`, so a single odd frame never flips the label. The raw per-frame
-label stays in `extras["handedness_raw"]` (not serialised).
+label stays in `trace.handedness_raw` (not serialised).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Track:
     @property
     def roi(self) -> np.ndarray | None:
         """The ROI for the next frame, as the model left it on the latest hand."""
-        roi = self.last.extras.get("roi")
+        roi = self.last.trace.roi
         return None if roi is None else np.asarray(roi, dtype=np.float64).reshape(5)
 
 
@@ -159,7 +159,7 @@ class Tracks:
         # 1. hands that came from a carried ROI keep that ROI's track
         if carried_ids is not None:
             for i, h in enumerate(hands):
-                ri = h.extras.get("roi_index")
+                ri = h.trace.roi_index
                 if ri is not None and 0 <= int(ri) < len(carried_ids) and carried_ids[int(ri)] in self.tracks:
                     tid = carried_ids[int(ri)]
                     if tid not in assigned.values():
@@ -213,7 +213,7 @@ class Tracks:
         """Drop hands of one frame that duplicate a stronger one (a ROI hand beats a fresh detection)."""
         if len(hands) < 2:
             return hands
-        rank = sorted(range(len(hands)), key=lambda i: (hands[i].extras.get("roi_index") is None, -hands[i].score))
+        rank = sorted(range(len(hands)), key=lambda i: (hands[i].trace.roi_index is None, -hands[i].score))
         iou = box_iou(np.stack([h.bbox_xyxy for h in hands]), np.stack([h.bbox_xyxy for h in hands]))
         kd = keypoint_distance(np.stack([h.keypoints_2d for h in hands]), np.stack([h.keypoints_2d for h in hands]))
         keep: list[int] = []
@@ -235,9 +235,8 @@ class Tracks:
         elif tr.label == "left" and p > 0.5 + self.cfg.handedness_margin:
             tr.label = "right"
         score = p if tr.label == "right" else 1.0 - p
-        extras = dict(h.extras)
-        extras["handedness_raw"] = (h.handedness, float(h.handedness_score))
-        return replace(h, track_id=tr.id, handedness=tr.label, handedness_score=float(max(score, 0.5)), extras=extras)
+        trace = replace(h.trace, handedness_raw=(h.handedness, float(h.handedness_score)))
+        return replace(h, track_id=tr.id, handedness=tr.label, handedness_score=float(max(score, 0.5)), trace=trace)
 
     def all_tracks(self) -> list[Track]:
         """Every track opened so far (closed and live), by id."""
@@ -285,13 +284,12 @@ class HandTracker:
             hands = self.model.predict_frames([rgb], [self.camera], rois=[rois], max_hands=k)[0]
             if not detect and self.cfg.redetect_on_loss and len(hands) < len(carried):
                 # a hand slipped out of its ROI (fast motion, blur): look for it on this same frame
-                kept = sorted({h.extras.get("roi_index") for h in hands} - {None})
+                kept = sorted({h.trace.roi_index for h in hands} - {None})
                 again = rois[kept] if kept else None
                 hands = self.model.predict_frames([rgb], [self.camera], rois=[again], max_hands=self.cfg.max_hands)[0]
                 for h in hands:  # roi_index now points into `again`; map it back to `rois`
-                    ri = h.extras.get("roi_index")
-                    if ri is not None:
-                        h.extras["roi_index"] = kept[int(ri)]
+                    if h.trace.roi_index is not None:
+                        h.trace = replace(h.trace, roi_index=kept[int(h.trace.roi_index)])
                 self.stats.model_calls += 1
                 detect = True
         else:
