@@ -5,56 +5,24 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import gradio as gr
-import numpy as np
 
+from demo.clips import frame_outputs
 from demo.config import DemoConfig
 from demo.export import new_workdir, save_annotated, write_downloads
 from demo.figures import hands_figure
 from demo.models import ModelCache, gpu_decorator
 from demo.overlays import Layers, annotate
+from demo.results import ClipResult, ImageResult, faces_of, hands_table, select_hands
 from handos.errors import HandosError, InputError
 from handos.io.camera import Camera
 from handos.io.images import load_image
-from handos.io.schema import Hand, prediction_record
+from handos.io.schema import prediction_record
 
 log = logging.getLogger("handos.demo")
-
-TABLE_HEADERS = ["hand", "handedness", "score", "handedness score", "x1", "y1", "x2", "y2"]
-
-
-@dataclass
-class ImageResult:
-    """One image's unfiltered prediction, kept per session so redraws need no model run."""
-
-    path: str  # the uploaded file on the server
-    name: str  # the file name the user gave
-    hands: list[Hand]
-    camera: Camera
-    width: int
-    height: int
-    model_version: str
-    faces: dict[str, np.ndarray]  # handedness -> (F, 3)
-    seconds: float
-    device: str
-
-
-@dataclass
-class ClipResult:
-    """A processed clip: per-frame hands for the 3D view, and the files written."""
-
-    frames: list[list[Hand]]
-    fps: float
-    faces: dict[str, np.ndarray]
-    files: list[str] = field(default_factory=list)
-    name: str = "clip"
-    summary: Any = None  # handos.video.clip.ClipSummary
-    threshold: float = 0.0
-    current: int = 0  # the frame shown in the 3D view
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -84,26 +52,6 @@ def one_line(text: str) -> str:
         if line.strip():
             return line.strip()[:500]
     return "error"
-
-
-def select_hands(hands: Sequence[Hand], threshold: float, max_hands: int) -> list[Hand]:
-    """Hands scoring at least `threshold`, best first, at most `max_hands`."""
-    kept = sorted((h for h in hands if float(h.score) >= float(threshold)), key=lambda h: -float(h.score))
-    return kept[: max(0, int(max_hands))]
-
-
-def hands_table(hands: Sequence[Hand]) -> list[list[Any]]:
-    """Rows of the hands table: id, handedness, score, handedness score, box."""
-    return [
-        [int(h.id), h.handedness, round(float(h.score), 3), round(float(h.handedness_score), 3),
-         *[round(float(v), 1) for v in np.asarray(h.bbox_xyxy).reshape(4)]]
-        for h in hands
-    ]
-
-
-def faces_of(model: Any) -> dict[str, np.ndarray]:
-    """Both handedness' faces from the model, once."""
-    return {side: np.asarray(model.faces_for(side)) for side in ("right", "left")}
 
 
 class Callbacks:
@@ -155,8 +103,6 @@ class Callbacks:
     def redraw(self, result, threshold, max_hands, layers):
         """Layers changed: redraw from the kept result, no model run."""
         if isinstance(result, ClipResult):
-            from demo.clips import frame_outputs
-
             result.threshold = float(threshold)
             fig, rows, status = frame_outputs(result, result.current, threshold)
             return gr.skip(), fig, rows, gr.skip(), status

@@ -8,11 +8,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from demo.callbacks import ClipResult, faces_of, hands_table, select_hands
 from demo.config import DemoConfig
 from demo.export import new_workdir
 from demo.figures import hands_figure
 from demo.models import ModelCache, gpu_decorator
+from demo.results import ClipResult, faces_of, hands_table, select_hands
 from handos.errors import InputError
 from handos.io.schema import Hand
 

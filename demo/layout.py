@@ -7,13 +7,14 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from demo.callbacks import TABLE_HEADERS, Callbacks, user_errors
+from demo.callbacks import Callbacks, user_errors
 from demo.clips import ClipCallbacks
 from demo.components import image_input
 from demo.config import DemoConfig
 from demo.figures import hands_figure
 from demo.models import DEVICES, ModelCache, cuda_available
 from demo.overlays import LAYER_NAMES
+from demo.results import TABLE_HEADERS
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MAX_HANDS_LIMIT = 8
