@@ -4,13 +4,16 @@ It speaks Label Studio's ML backend HTTP API: GET /health (and /), POST /setup, 
 POST /webhook, GET /metrics. Connect it in a project under Settings -> Model. It fetches task images
 only from the Label Studio it is configured for (`--ls-url` or LABEL_STUDIO_URL, key from
 LABEL_STUDIO_API_KEY) or from files under `--local-root`, never from other hosts, and never more
-than `--max-image-mb`. The key is never logged or sent anywhere else.
+than `--max-image-mb`. The key is sent only with requests for Label Studio's media paths (MEDIA_PATHS),
+never logged and never sent anywhere else. With BASIC_AUTH_USER and BASIC_AUTH_PASS set (Label Studio's
+ML backend convention), every route except GET /health asks for HTTP Basic auth with those credentials.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import binascii
+import hmac
 import json
 import logging
 import os
@@ -28,6 +31,49 @@ from handos.errors import HandosError, InputError, RemoteError
 
 log = logging.getLogger("annotate.backend")
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a /predict request body (tasks JSON) larger than this is refused
+# Label Studio 1.23's media paths, the only ones the key is sent to (after the server's own path prefix):
+# uploads, local-files storage, the cloud-storage proxy (resolve, and presign kept for old tasks) and
+# uploads kept in cloud file storage.
+MEDIA_PATHS = ("/data/upload/<file>, /data/local-files/?d=<relative path>, /tasks/<id>/resolve/?fileuri=..., "
+               "/projects/<id>/resolve/?fileuri=... (or .../presign/), /storage-data/uploaded/?filepath=upload/...")
+_UPLOAD = re.compile(r"/data/upload/[^/].*")
+_STORAGE_PROXY = re.compile(r"/(?:tasks|projects)/[0-9]+/(?:resolve|presign)/?")
+_WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def check_relative_path(rel: str, what: str) -> str:
+    """`rel` if it is a relative path without '..' (a local-files `d`, a storage `filepath`), else InputError."""
+    if not rel:
+        raise InputError(f"refusing {what} with an empty path")
+    parts = rel.replace("\\", "/").split("/")
+    if rel.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(rel) or ".." in parts or "\x00" in rel:
+        raise InputError(f"refusing {what}={rel[:80]!r}: the path must be relative to the storage root, without '..'")
+    return rel
+
+
+def check_media_path(path: str, query: str) -> None:
+    """InputError unless `path` (below the Label Studio URL, percent-encoded) with `query` is a Label Studio media path."""
+    decoded = urllib.parse.unquote(path)
+    segments = decoded.split("/")
+    if "." in segments or ".." in segments or "\\" in decoded or "\x00" in decoded:
+        raise InputError(f"refusing the task image path {path[:80]!r}: it has '.' or '..' segments")
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    if _UPLOAD.fullmatch(decoded):
+        return
+    if decoded in ("/data/local-files", "/data/local-files/"):
+        d = params.get("d") or [""]
+        if len(d) != 1:
+            raise InputError("refusing a /data/local-files/ URL with several d= paths")
+        check_relative_path(d[0], "/data/local-files/?d")
+        return
+    if _STORAGE_PROXY.fullmatch(decoded) and params.get("fileuri"):
+        return
+    if decoded == "/storage-data/uploaded/":
+        fp = params.get("filepath") or [""]
+        if len(fp) == 1 and check_relative_path(fp[0], "/storage-data/uploaded/?filepath").startswith("upload/"):
+            return
+    raise InputError(f"refusing to fetch {path[:80]!r} from Label Studio: task images must be on one of its media "
+                     f"paths ({MEDIA_PATHS})")
 
 
 class Predictor(Protocol):
@@ -85,22 +131,33 @@ class ImageFetcher:
             raise InputError("the task has no image URL")
         if url.startswith("data:"):
             return self._data_uri(url)
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port if parts.netloc else None
+        except ValueError:
+            raise InputError(f"the task image URL {url[:80]!r} is not a valid URL") from None
+        prefix = urllib.parse.urlsplit(self.ls_url).path.rstrip("/") if self.ls_url else ""
         if not parts.scheme and not parts.netloc:  # "/data/upload/..." or "/data/local-files/?d=..."
-            if parts.path.startswith("/data/local-files") and self.local_root is not None:
-                return self._local(parts)
-            if not self.ls_url:
-                raise InputError(f"the task image {url[:80]!r} is on Label Studio but no --ls-url is configured")
-            return self._http(self.ls_url + (url if url.startswith("/") else "/" + url))
-        if parts.scheme not in ("http", "https"):
-            raise InputError(f"refusing to fetch a {parts.scheme!r} URL; only the configured Label Studio is read")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if self.origin() != (parts.scheme, host_id(parts.hostname), port):
-            raise InputError(f"refusing to fetch images from {parts.hostname}:{port}; this backend only reads "
-                             f"from {self.ls_url or 'no Label Studio (none configured)'}")
-        if parts.path.startswith("/data/local-files") and self.local_root is not None:
+            path = parts.path if parts.path.startswith("/") else "/" + parts.path
+            if prefix and (path + "/").startswith(prefix + "/"):  # a server under a path prefix names it itself
+                path = path[len(prefix):]
+        else:
+            if parts.scheme not in ("http", "https"):
+                raise InputError(f"refusing to fetch a {parts.scheme!r} URL; only the configured Label Studio is read")
+            port = port or (443 if parts.scheme == "https" else 80)
+            if self.origin() != (parts.scheme, host_id(parts.hostname), port) or parts.username or parts.password:
+                raise InputError(f"refusing to fetch images from {parts.hostname}:{port}; this backend only reads "
+                                 f"from {self.ls_url or 'no Label Studio (none configured)'}")
+            if prefix and not (parts.path + "/").startswith(prefix + "/"):
+                raise InputError(f"refusing to fetch {parts.path[:80]!r}: it is outside {self.ls_url}")
+            path = parts.path[len(prefix):]
+        check_media_path(path, parts.query)  # before any request: the key goes to media paths only
+        if path.rstrip("/") == "/data/local-files" and self.local_root is not None:
             return self._local(parts)
-        return self._http(url)
+        if not self.ls_url:
+            raise InputError(f"the task image {url[:80]!r} is on Label Studio but no --ls-url is configured")
+        query = f"?{parts.query}" if parts.query else ""
+        return self._http(self.ls_url + path + query)
 
     def _data_uri(self, url: str) -> bytes:
         head, _, payload = url.partition(",")
@@ -112,7 +169,7 @@ class ImageFetcher:
             raise InputError("the task image data URI is not valid base64") from None
 
     def _local(self, parts: urllib.parse.SplitResult) -> bytes:
-        rel = urllib.parse.parse_qs(parts.query).get("d", [""])[0]
+        rel = check_relative_path(urllib.parse.parse_qs(parts.query).get("d", [""])[0], "/data/local-files/?d")
         path = (self.local_root / rel.lstrip("/")).resolve()
         if path != self.local_root and self.local_root not in path.parents:
             raise InputError("refusing to read a local file outside --local-root")
@@ -124,14 +181,36 @@ class ImageFetcher:
             raise InputError(f"the task image is {size / (1 << 20):.1f} MB, over the {self.max_bytes / (1 << 20):.0f} MB limit")
         return path.read_bytes()
 
+    def key_rejected(self) -> bool:
+        """True when Label Studio rejects the configured key (asked at its current-user endpoint; no key: True)."""
+        import httpx
+
+        if not self.api_key:
+            return True
+        try:
+            r = httpx.get(self.ls_url + "/api/current-user/whoami", headers=self.auth_headers(), timeout=self.timeout_s,
+                          follow_redirects=False)
+        except httpx.TransportError:
+            return False
+        return r.status_code in (401, 403)
+
+    def _refused(self, status: int, url: str) -> RemoteError:
+        """The error for a 401/403 on a media path: a key problem only when the key itself is rejected."""
+        if not self.api_key:
+            return RemoteError(f"Label Studio refused a task image (HTTP {status}): no LABEL_STUDIO_API_KEY is set for the backend")
+        if self.key_rejected():
+            return RemoteError(f"Label Studio rejected the configured LABEL_STUDIO_API_KEY (HTTP {status}); set a current token")
+        path = urllib.parse.urlsplit(url).path
+        return RemoteError(f"Label Studio refused the task image {path[:80]!r} (HTTP {status}) though the key is valid: "
+                           "check that the image's storage (or LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED) serves it to this user")
+
     def _http(self, url: str) -> bytes:
         import httpx
 
         try:
             with httpx.stream("GET", url, headers=self.auth_headers(), timeout=self.timeout_s, follow_redirects=False) as r:
                 if r.status_code in (401, 403):
-                    raise RemoteError(f"Label Studio refused the backend's key when fetching an image (HTTP {r.status_code}); "
-                                      "set LABEL_STUDIO_API_KEY for the backend")
+                    raise self._refused(r.status_code, url)
                 if r.status_code != 200:
                     raise RemoteError(f"Label Studio answered HTTP {r.status_code} for a task image")
                 declared = int(r.headers.get("content-length") or 0)
@@ -229,12 +308,53 @@ class HandosBackend:
         return 200, {"results": results}
 
 
-def make_handler(backend: HandosBackend) -> type[BaseHTTPRequestHandler]:
-    """The HTTP request handler class bound to `backend`."""
+def basic_auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(user, password) from BASIC_AUTH_USER / BASIC_AUTH_PASS, None when neither is set (InputError for one alone)."""
+    env = os.environ if environ is None else environ
+    user, password = env.get("BASIC_AUTH_USER") or "", env.get("BASIC_AUTH_PASS") or ""
+    if bool(user) != bool(password):
+        raise InputError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither) to protect the backend")
+    return (user, password) if user else None
+
+
+def basic_auth_ok(header: str | None, credentials: tuple[str, str]) -> bool:
+    """True when an Authorization header carries HTTP Basic `credentials` (compared in constant time)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    user_ok = hmac.compare_digest(user.encode(), credentials[0].encode())
+    pass_ok = hmac.compare_digest(password.encode(), credentials[1].encode())
+    return bool(sep) and user_ok and pass_ok
+
+
+_FROM_ENV: Any = object()
+
+
+def make_handler(backend: HandosBackend, basic_auth: tuple[str, str] | None = None) -> type[BaseHTTPRequestHandler]:
+    """The HTTP request handler class bound to `backend` (HTTP Basic auth on all but GET /health when given)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "handos-ml-backend"
         protocol_version = "HTTP/1.1"
+
+        def _authorized(self) -> bool:
+            """True when no credentials are configured or the request carries them; else answers 401."""
+            if basic_auth is None or basic_auth_ok(self.headers.get("Authorization"), basic_auth):
+                return True
+            body = json.dumps({"error": "authentication required (HTTP Basic: BASIC_AUTH_USER / BASIC_AUTH_PASS)"}).encode()
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="handos ML backend", charset="UTF-8"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True  # the request body (if any) is left unread
+            return False
 
         def log_message(self, fmt: str, *args: Any) -> None:  # method, path and status only: no headers, no bodies
             log.info("%s %s", self.address_string(), fmt % args)
@@ -265,6 +385,8 @@ def make_handler(backend: HandosBackend) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             path = urllib.parse.urlsplit(self.path).path.rstrip("/") or "/"
+            if path != "/health" and not self._authorized():
+                return
             if path in ("/", "/health"):
                 self._send(200, {"status": "UP", "model_class": "handos", "model_version": backend.version})
             elif path == "/metrics":
@@ -274,6 +396,8 @@ def make_handler(backend: HandosBackend) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+            if not self._authorized():
+                return
             body = self._body()
             if body is None:
                 return
@@ -300,9 +424,15 @@ def make_handler(backend: HandosBackend) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(backend: HandosBackend, host: str = "127.0.0.1", port: int = 9090) -> ThreadingHTTPServer:
-    """An HTTP server (not yet serving) for `backend`; call serve_forever() on it (e.g. in a thread)."""
-    server = ThreadingHTTPServer((host, port), make_handler(backend))
+def make_server(backend: HandosBackend, host: str = "127.0.0.1", port: int = 9090,
+                basic_auth: tuple[str, str] | None = _FROM_ENV) -> ThreadingHTTPServer:
+    """An HTTP server (not yet serving) for `backend`; call serve_forever() on it (e.g. in a thread).
+
+    `basic_auth` defaults to BASIC_AUTH_USER / BASIC_AUTH_PASS from the environment; None turns it off.
+    """
+    if basic_auth is _FROM_ENV:
+        basic_auth = basic_auth_from_env()
+    server = ThreadingHTTPServer((host, port), make_handler(backend, basic_auth))
     server.daemon_threads = True
     return server
 
@@ -333,10 +463,11 @@ def main(argv: list[str] | None = None) -> int:
                                max_bytes=int(args.max_image_mb * (1 << 20)))
         if fetcher.ls_url and not fetcher.api_key:
             log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be fetched")
+        basic_auth = basic_auth_from_env()
         backend = HandosBackend(fetcher=fetcher, device=args.device, weights=args.weights)
         log.info("loading the handos model ...")
         version = backend.version
-        server = make_server(backend, args.host, args.port)
+        server = make_server(backend, args.host, args.port, basic_auth=basic_auth)
     except HandosError as err:
         print(f"annotate.backend: error: {err}", file=sys.stderr)
         return 2
@@ -344,8 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"annotate.backend: error: cannot listen on {args.host}:{args.port} ({err.strerror}); choose another --port",
               file=sys.stderr)
         return 2
-    log.info("handos ML backend %s on http://%s:%d (images from %s%s)", version, args.host, args.port,
-             fetcher.ls_url or "no Label Studio", f" and {fetcher.local_root}" if fetcher.local_root else "")
+    log.info("handos ML backend %s on http://%s:%d (images from %s%s; %s)", version, args.host, args.port,
+             fetcher.ls_url or "no Label Studio", f" and {fetcher.local_root}" if fetcher.local_root else "",
+             "HTTP Basic auth on" if basic_auth else "no HTTP Basic auth: BASIC_AUTH_USER/BASIC_AUTH_PASS unset")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

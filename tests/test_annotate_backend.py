@@ -10,13 +10,14 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from test_annotate_convert import make_record
 
 from annotate import backend, convert, push
-from handos.errors import InputError
-from test_annotate_convert import make_record
+from handos.errors import InputError, RemoteError
 
 
 class RecordingPredictor:
@@ -53,14 +54,22 @@ def served(tmp_path):
     server.server_close()
 
 
-def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    """GET (body None) or POST JSON; (status, JSON)."""
+def call(url: str, path: str, body: dict | None = None, auth: tuple[str, str] | None = None,
+         headers_out: dict | None = None) -> tuple[int, dict]:
+    """GET (body None) or POST JSON, with HTTP Basic `auth` if given; (status, JSON). Response headers into headers_out."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    req = urllib.request.Request(url + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
+            if headers_out is not None:
+                headers_out.update(r.headers)
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
+        if headers_out is not None:
+            headers_out.update(err.headers)
         return err.code, json.loads(err.read())
 
 
@@ -102,7 +111,7 @@ def test_predict_reads_the_image_field_the_config_names(served):
 def test_predict_errors_are_clear(served):
     url, _, _ = served
     status, body = call(url, "/predict", {"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=../secret.png"}}]})
-    assert status == 422 and "outside --local-root" in body["error"]
+    assert status == 422 and "'..'" in body["error"]
     status, body = call(url, "/predict", {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/x.jpg"}}]})
     assert status == 422 and "no --ls-url" in body["error"]
     assert call(url, "/predict", {"nothing": 1})[0] == 400
@@ -128,3 +137,166 @@ def test_image_field_parsing():
     assert backend.image_field(convert.label_config()) == "image"
     assert backend.image_field('<View><Image name="i" value="$img_url"/></View>') == "img_url"
     assert backend.image_field(None) == "image"
+
+
+GOOD_KEY, BAD_KEY = "a1" * 20, "b2" * 20
+
+
+@pytest.fixture()
+def fake_ls():
+    """A stand-in Label Studio on 127.0.0.1: serves a PNG on every path, 401 for a wrong token, 403 for
+    d=forbidden.png (storage refusing a valid key); yields (url, requests seen as (path, Authorization))."""
+    png = push.encode_png(np.full((24, 32, 3), 90, np.uint8))
+    seen: list[tuple[str, str | None]] = []
+
+    class LS(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            auth = self.headers.get("Authorization")
+            seen.append((self.path, auth))
+            if auth != f"Token {GOOD_KEY}":
+                status, body = 401, b'{"detail": "Invalid token."}'
+            elif "forbidden.png" in self.path:
+                status, body = 403, b""
+            else:
+                status, body = 200, png
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LS)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_key_goes_to_label_studio_media_paths_only(fake_ls):
+    url, seen = fake_ls
+    f = backend.ImageFetcher(ls_url=url, api_key=GOOD_KEY)
+    media = ["/data/upload/3/5a1b-hand.png", f"{url}/data/local-files/?d=set1/a%20b.jpg", "/tasks/7/resolve/?fileuri=czM6Ly9i",
+             f"{url}/projects/2/presign/?fileuri=czM6Ly9i", "/storage-data/uploaded/?filepath=upload/3/x.png"]
+    for u in media:
+        assert f.fetch(u).startswith(b"\x89PNG")
+    assert [p for p, _ in seen] == [u.removeprefix(url) for u in media]
+    assert all(a == f"Token {GOOD_KEY}" for _, a in seen)
+    seen.clear()
+    for u in ("/api/projects", f"{url}/api/tasks/1", "/api/current-user/token", "/data/upload/../../api/projects",
+              "/data/upload/%2e%2e/%2e%2e/api/projects", "/data/local-files/../api/projects?d=a.jpg", "/data/uploads/x",
+              "/tasks/7/resolve/", "/storage-data/uploaded/?filepath=avatars/a.png", f"{url}/user/account/",
+              "/projects/1/import"):
+        with pytest.raises(InputError, match="refusing") as err:
+            f.fetch(u)
+        assert GOOD_KEY not in str(err.value)
+    for u in ("http://example.com/data/upload/1/x.png", f"http://user:pw@{url.removeprefix('http://')}/data/upload/1/x.png",
+              f"http://127.0.0.1:{int(url.rsplit(':', 1)[1]) + 1}/data/upload/1/x.png"):
+        with pytest.raises(InputError, match="refusing to fetch images from"):
+            f.fetch(u)
+    assert seen == []  # nothing refused reached the server, so the key went nowhere else
+
+
+def test_label_studio_under_a_path_prefix(fake_ls):
+    url, seen = fake_ls
+    f = backend.ImageFetcher(ls_url=url + "/ls", api_key=GOOD_KEY)
+    f.fetch("/ls/data/upload/1/x.png")
+    f.fetch(url + "/ls/data/local-files/?d=a.png")
+    assert [p for p, _ in seen] == ["/ls/data/upload/1/x.png", "/ls/data/local-files/?d=a.png"]
+    with pytest.raises(InputError, match="refusing"):
+        f.fetch(url + "/api/projects")
+    with pytest.raises(InputError, match="refusing"):
+        f.fetch("/ls/api/projects")
+
+
+def test_path_traversal_is_a_bad_path_not_a_key_problem(fake_ls, tmp_path):
+    url, seen = fake_ls
+    for root in (None, tmp_path):
+        f = backend.ImageFetcher(ls_url=url, api_key=GOOD_KEY, local_root=root)
+        for d in ("../../etc/passwd", "a/../../b.png", "/etc/passwd", "%2Fetc%2Fpasswd", "..%2Fsecret.png", "C:/x.png",
+                  "a\\..\\..\\b.png", ""):
+            with pytest.raises(InputError, match="refusing") as err:
+                f.fetch(f"/data/local-files/?d={d}")
+            assert "key" not in str(err.value).lower()
+    assert seen == []
+
+
+def test_a_rejected_key_is_reported_as_such_and_only_then(fake_ls):
+    url, seen = fake_ls
+    with pytest.raises(RemoteError, match="rejected the configured LABEL_STUDIO_API_KEY") as err:
+        backend.ImageFetcher(ls_url=url, api_key=BAD_KEY).fetch("/data/upload/1/x.png")
+    assert BAD_KEY not in str(err.value)
+    with pytest.raises(RemoteError) as err:  # the key is fine, the storage refuses this file
+        backend.ImageFetcher(ls_url=url, api_key=GOOD_KEY).fetch("/data/local-files/?d=forbidden.png")
+    assert "HTTP 403" in str(err.value) and "key is valid" in str(err.value) and "rejected" not in str(err.value)
+    with pytest.raises(RemoteError, match="no LABEL_STUDIO_API_KEY"):
+        backend.ImageFetcher(ls_url=url).fetch("/data/upload/1/x.png")
+    assert {p for p, _ in seen} <= {"/data/upload/1/x.png", "/data/local-files/?d=forbidden.png",
+                                    "/api/current-user/whoami"}
+
+
+def test_predict_refuses_non_media_paths_with_a_4xx(fake_ls):
+    url, seen = fake_ls
+    be = backend.HandosBackend(predictor=RecordingPredictor(), fetcher=backend.ImageFetcher(ls_url=url, api_key=GOOD_KEY))
+    server = backend.make_server(be, "127.0.0.1", 0, basic_auth=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    me = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, body = call(me, "/predict", {"tasks": [{"id": 1, "data": {"image": "/api/projects"}}]})
+        assert status == 422 and "/data/upload/" in body["error"] and "/data/local-files/?d=" in body["error"]
+        assert len(body["error"].splitlines()) == 1 and GOOD_KEY not in json.dumps(body)
+        status, body = call(me, "/predict", {"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"}}]})
+        assert status == 422 and "'..'" in body["error"] and "key" not in body["error"].lower()
+        assert seen == []
+        status, body = call(me, "/predict", {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/x.png"}}]})
+        assert status == 200 and seen == [("/data/upload/1/x.png", f"Token {GOOD_KEY}")]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_basic_auth_when_the_env_vars_are_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("BASIC_AUTH_USER", "ls")
+    monkeypatch.setenv("BASIC_AUTH_PASS", "s3cret:with colon")
+    be = backend.HandosBackend(predictor=RecordingPredictor())
+    server = backend.make_server(be, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    good, body = ("ls", "s3cret:with colon"), {"tasks": []}
+    try:
+        assert call(url, "/health")[0] == 200  # Label Studio's connection check stays open
+        for creds in (None, ("ls", "wrong"), ("LS", "s3cret:with colon"), ("ls", "s3cret:with colo"), ("", "")):
+            for path, payload in (("/predict", body), ("/setup", {}), ("/", None), ("/metrics", None), ("/webhook", {})):
+                headers: dict = {}
+                status, answer = call(url, path, payload, auth=creds, headers_out=headers)
+                assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), (path, creds)
+                assert "s3cret" not in json.dumps(answer)
+        assert call(url, "/predict", body, auth=good) == (200, {"results": []})
+        assert call(url, "/setup", {}, auth=good) == (200, {"model_version": "stand-in-1"})
+        assert call(url, "/", auth=good)[0] == 200
+        req = urllib.request.Request(url + "/predict", data=b"{}", headers={"Authorization": "Basic !!notbase64"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_basic_auth_is_off_when_unset_and_refuses_half_a_configuration(monkeypatch):
+    monkeypatch.delenv("BASIC_AUTH_USER", raising=False)
+    monkeypatch.delenv("BASIC_AUTH_PASS", raising=False)
+    assert backend.basic_auth_from_env() is None
+    server = backend.make_server(backend.HandosBackend(predictor=RecordingPredictor()), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert call(f"http://127.0.0.1:{server.server_address[1]}", "/predict", {"tasks": []}) == (200, {"results": []})
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setenv("BASIC_AUTH_USER", "ls")
+    with pytest.raises(InputError, match="both BASIC_AUTH_USER and BASIC_AUTH_PASS"):
+        backend.basic_auth_from_env()
+    assert backend.basic_auth_ok("Basic " + base64.b64encode(b"u:p").decode(), ("u", "p"))
+    assert not backend.basic_auth_ok("Bearer x", ("u", "p")) and not backend.basic_auth_ok(None, ("u", "p"))
