@@ -6,12 +6,10 @@ Hand-specific geometry (forward kinematics, skinning, chirality) lives in `hando
 """
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 EPS = 1e-12
 

@@ -10,8 +10,15 @@ import torch
 from handos.errors import ConfigError
 from handos.geometry import rot2d
 from handos.hand.skeleton import chirality
-from handos.model.decoder import (DecoderConfig, DecoderInput, HandOSDecoder, decoder_inputs_from_foundation,
-                                  hierarchical_mask, load_decoder, save_decoder)
+from handos.model.decoder import (
+    DecoderConfig,
+    DecoderInput,
+    HandOSDecoder,
+    decoder_inputs_from_foundation,
+    hierarchical_mask,
+    load_decoder,
+    save_decoder,
+)
 from handos.model.geometry import landmark_roi
 
 TINY = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coarse=32)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from handos.geometry import axis_angle_to_matrix
+from handos.hand.skeleton import NUM_JOINTS
 from handos.model.geometry import from_roi_frame, landmark_roi, to_roi_frame
 
 STATS_PATH = Path(__file__).with_name("error_stats.json")
@@ -92,7 +93,7 @@ class ErrorModel:
         std = self.offset_2d_std.to(dev)
         shift = self.hand_shift_std.to(dev)
         jit = (std ** 2 - shift ** 2).clamp_min(1e-6).sqrt()
-        u = (u + self.offset_2d_mean.to(dev) + (k * outlier)[..., None] * jit * _randn((b, 21, 2), gen, dev)
+        u = (u + self.offset_2d_mean.to(dev) + (k * outlier)[..., None] * jit * _randn((b, NUM_JOINTS, 2), gen, dev)
              + k[..., None] * shift * _randn((b, 1, 2), gen, dev))
         j2d = from_roi_frame(u, roi)
         # relative depth: MediaPipe z ~= depth_scale * GT relative depth (both in ROI units) + noise
@@ -100,16 +101,16 @@ class ErrorModel:
         focal = camera[:, :2].mean(-1, keepdim=True)
         rel = (joints_cam[..., 2] - joints_cam[:, :1, 2]) * focal / joints_cam[:, :1, 2] / size  # (B,21)
         scale = self.depth_scale * (1 + 0.1 * _randn((b, 1), gen, dev))
-        z = scale * rel + self.depth_res_mean.to(dev) + k * outlier * self.depth_res_std.to(dev) * _randn((b, 21), gen, dev)
+        z = scale * rel + self.depth_res_mean.to(dev) + k * outlier * self.depth_res_std.to(dev) * _randn((b, NUM_JOINTS), gen, dev)
         z = (z - z[:, :1]) * size  # px units, wrist at 0
         # world landmarks: scaled, rotated, per-joint residual in the hand's frame
         rel3 = joints_cam - joints_cam[:, :1]
         frame = hand_frame(rel3)  # (B,3,3) rows
-        res_local = self.world_res_mean.to(dev) + (k * outlier)[..., None] * self.world_res_std.to(dev) * _randn((b, 21, 3), gen, dev)
+        res_local = self.world_res_mean.to(dev) + (k * outlier)[..., None] * self.world_res_std.to(dev) * _randn((b, NUM_JOINTS, 3), gen, dev)
         res = torch.einsum("bkj,bji->bki", res_local, frame)  # local -> camera axes
         s = self.world_scale_mean + self.world_scale_std * _randn((b, 1, 1), gen, dev)
         rot = random_rotation(torch.full((b,), self.world_rot_rms / math.sqrt(1.0), device=dev), gen)
         world = s * torch.einsum("bij,bkj->bki", rot, rel3 + res)
         world = world - world.mean(1, keepdim=True)  # MediaPipe's world origin is the hand's centre
-        conf = (0.7 + 0.3 * _rand((b, 1), gen, dev)).expand(b, 21)
+        conf = (0.7 + 0.3 * _rand((b, 1), gen, dev)).expand(b, NUM_JOINTS)
         return {"joints_2d": j2d, "joints_z": z, "joint_conf": conf.contiguous(), "world": world}

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from handos.eval.metrics import tight_box_size
+from handos.hand.skeleton import NUM_JOINTS
 
 MAX_REL_DIST = 0.5  # a match needs mean joint distance < 0.5 x max side of the tight GT joint box
 _INVALID = 1e12  # cost of a pair that may not be matched
@@ -44,8 +45,8 @@ def mean_joint_distance(pred_2d: np.ndarray, gt_2d: np.ndarray) -> np.ndarray:
 
 def match_hands(pred_2d: np.ndarray, gt_2d: np.ndarray, max_rel_dist: float = MAX_REL_DIST) -> Matching:
     """Hungarian matching of predicted hands (P, J, 2) to GT hands (G, J, 2) on mean 2D joint distance."""
-    gt = np.asarray(gt_2d, dtype=np.float64).reshape(-1, 21, 2) if np.size(gt_2d) else np.zeros((0, 21, 2))
-    pred = np.asarray(pred_2d, dtype=np.float64).reshape(-1, 21, 2) if np.size(pred_2d) else np.zeros((0, 21, 2))
+    gt = np.asarray(gt_2d, dtype=np.float64).reshape(-1, NUM_JOINTS, 2) if np.size(gt_2d) else np.zeros((0, NUM_JOINTS, 2))
+    pred = np.asarray(pred_2d, dtype=np.float64).reshape(-1, NUM_JOINTS, 2) if np.size(pred_2d) else np.zeros((0, NUM_JOINTS, 2))
     p, g = len(pred), len(gt)
     if p == 0 or g == 0:
         return Matching(np.zeros((0, 2), int), np.zeros(0), np.arange(p), np.arange(g))

@@ -13,8 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from handos.geometry import Array, procrustes_align
-from handos.geometry import apply_similarity, similarity_transform  # noqa: F401 (part of this module's API)
+from handos.geometry import Array, apply_similarity, procrustes_align, similarity_transform  # noqa: F401 (part of this module's API)
 from handos.geometry import as_float as _as_float
 from handos.geometry import valid_weights as _valid_mask
 from handos.geometry import xp_of as _xp

@@ -12,7 +12,6 @@ Everything is expressed in the ROI frame (translation/scale/in-plane-rotation fr
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 

@@ -6,10 +6,10 @@ import json
 import math
 import os
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import tomllib
 import torch
 
 from handos.config import check_keys

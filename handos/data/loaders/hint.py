@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from handos.data.loaders.base import HandDataset, Sample, image_size, remap, require, tight_box
+from handos.hand.skeleton import NUM_JOINTS
 
 TO_OURS = np.arange(21)  # COCO-WholeBody / OpenPose hand order == ours
 SOURCES = ("newdays", "epick", "ego4d")
@@ -112,8 +113,8 @@ class HamerNpz(HandDataset):
         self.center = np.asarray(data["center"], dtype=np.float64).reshape(n, 2)
         self.scale = np.asarray(data["scale"], dtype=np.float64).reshape(n, -1)
         self.right = np.asarray(data["right"], dtype=np.float64).reshape(n) if "right" in data else np.ones(n)
-        kp = data["hand_keypoints_2d"] if "hand_keypoints_2d" in data else np.zeros((n, 21, 3))
-        self.keypoints = np.asarray(kp, dtype=np.float64).reshape(n, 21, -1)
+        kp = data["hand_keypoints_2d"] if "hand_keypoints_2d" in data else np.zeros((n, NUM_JOINTS, 3))
+        self.keypoints = np.asarray(kp, dtype=np.float64).reshape(n, NUM_JOINTS, -1)
         self.keys = list(range(n))
 
     def _load(self, i: int) -> Sample:
