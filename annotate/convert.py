@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import math
+import os
+import urllib.parse
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from handos.errors import InputError
+from handos.errors import HandosError, InputError
 from handos.io.schema import BONES, JOINT_NAMES, SCHEMA
 
 LABEL_CONFIG_PATH = Path(__file__).with_name("label_config.xml")
@@ -204,12 +208,27 @@ def result_to_hands(result: list[dict[str, Any]], size: tuple[float, float] | No
 # Label Studio export -> training / eval files
 
 
+def task_status(task: dict[str, Any]) -> str:
+    """'annotated' (a submitted annotation), 'skipped' (only skipped ones: `was_cancelled`), or 'unlabelled'."""
+    anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    if any(not a.get("was_cancelled") for a in anns):
+        return "annotated"
+    if anns or int(task.get("cancelled_annotations") or 0) > 0:  # every annotation there is a skip
+        return "skipped"
+    return "unlabelled"
+
+
 def pick_result(task: dict[str, Any], use_predictions: bool = False) -> tuple[list[dict[str, Any]] | None, str]:
-    """The result to learn from: the latest non-cancelled annotation, else (if asked) the first prediction."""
+    """The result to learn from: the latest non-cancelled annotation, else (if asked) the first prediction.
+
+    A task annotators skipped gives (None, 'skipped'), whatever the predictions: it is not a 0-hand image.
+    """
     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if anns:
         latest = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
         return latest.get("result") or [], "annotation"
+    if task_status(task) == "skipped":
+        return None, "skipped"
     if not use_predictions:
         return None, ""
     preds = [p for p in task.get("predictions") or [] if isinstance(p, dict) and "result" in p]
@@ -221,13 +240,100 @@ def pick_result(task: dict[str, Any], use_predictions: bool = False) -> tuple[li
     return None, ""
 
 
-def _task_image(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str, float | None, float | None]:
+def _task_record(task: dict[str, Any]) -> dict[str, Any] | None:
     data = task.get("data") or {}
-    record = data.get(RECORD_FIELD) if isinstance(data.get(RECORD_FIELD), dict) else None
-    file = data.get(FILE_FIELD) or (record or {}).get("file") or data.get(IMAGE_KEY) or f"task-{task.get('id')}"
-    W = (record or {}).get("width")
-    H = (record or {}).get("height")
-    return record, str(file), W, H
+    return data.get(RECORD_FIELD) if isinstance(data.get(RECORD_FIELD), dict) else None
+
+
+def _local_files_rel(url: Any) -> str | None:
+    """The `d` of a Label Studio local-files URL when it is a plain relative path, else None."""
+    if not isinstance(url, str):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if not parts.path.rstrip("/").endswith("/data/local-files"):
+        return None
+    d = urllib.parse.parse_qs(parts.query).get("d", [""])[0]
+    if not d or d.startswith(("/", "\\")) or ".." in d.replace("\\", "/").split("/"):
+        return None
+    return d
+
+
+def image_location(task: dict[str, Any], root: str | Path | None = None,
+                   local_root: str | Path | None = None) -> tuple[str | None, Path | None]:
+    """(file_name, local path) of a task's image: the file name relative to `root` when under it, else absolute.
+
+    A task's `data.file` (absolute since pushes record it so) is used as is; a relative one (older pushes) is
+    looked for under `root`, then the current folder; a local-files URL is resolved under `local_root` (the
+    server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT). (None, None) for images that exist only on Label Studio.
+    """
+    data = task.get("data") or {}
+    file = data.get(FILE_FIELD) or (_task_record(task) or {}).get("file")
+    cands: list[Path] = []
+    absolute = False
+    if isinstance(file, str) and file and "://" not in file and not file.startswith("/data/"):
+        f = Path(file).expanduser()
+        absolute = f.is_absolute()  # where the push read it: the image's path, found or not on this machine
+        cands = [f] if absolute else ([Path(root) / f] if root is not None else []) + [Path.cwd() / f]
+    rel = _local_files_rel(data.get(IMAGE_KEY))
+    if rel is not None and local_root is not None and not absolute:
+        cands.append(Path(local_root) / rel)
+    if not cands:
+        return None, None
+    path = Path(os.path.abspath(next((c for c in cands if c.is_file()), cands[0])))
+    if root is not None:
+        base = Path(os.path.abspath(root))
+        if path == base or base in path.parents:
+            return path.relative_to(base).as_posix(), path
+    return str(path), path
+
+
+def image_size(source: str | Path | bytes) -> tuple[int, int] | None:
+    """(width, height) of an image as displayed (EXIF rotation applied), from its header; None when unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(0x0112)
+            except Exception:  # a broken EXIF block: the pixel size still stands
+                orientation = None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _result_size(result: Any) -> tuple[float, float] | None:
+    for r in result if isinstance(result, list) else []:
+        if isinstance(r, dict) and r.get("original_width") and r.get("original_height"):
+            return float(r["original_width"]), float(r["original_height"])
+    return None
+
+
+def task_size(task: dict[str, Any], result: list[dict[str, Any]] | None = None, path: Path | None = None,
+              fetch: Callable[[str], bytes] | None = None) -> tuple[int, int] | None:
+    """A task's image size: from `result`, any annotation, any prediction, the handos record, the local
+    file's header, and only then (when a `fetch` is given) the header of the image fetched from its URL."""
+    anns = [a.get("result") for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    preds = [p.get("result") for p in task.get("predictions") or [] if isinstance(p, dict)]
+    for res in [result, *anns, *preds]:
+        size = _result_size(res)
+        if size:
+            return int(round(size[0])), int(round(size[1]))
+    record = _task_record(task) or {}
+    if record.get("width") and record.get("height"):
+        return int(record["width"]), int(record["height"])
+    if path is not None and path.is_file():
+        size = image_size(path)
+        if size:
+            return size
+    url = (task.get("data") or {}).get(IMAGE_KEY)
+    if fetch is not None and isinstance(url, str) and url:
+        try:
+            return image_size(fetch(url))
+        except HandosError:
+            return None
+    return None
 
 
 def _match_prediction(hand: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -267,29 +373,38 @@ def _coco_kpts(hand: dict[str, Any]) -> tuple[list[float], int]:
     return flat, n
 
 
-def export_to_coco(tasks: Iterable[dict[str, Any]], use_predictions: bool = False) -> dict[str, Any]:
+def export_to_coco(tasks: Iterable[dict[str, Any]], use_predictions: bool = False, root: str | Path | None = None,
+                   local_root: str | Path | None = None, fetch: Callable[[str], bytes] | None = None) -> dict[str, Any]:
     """A Label Studio JSON export (list of tasks) -> a COCO-WholeBody-hand-style training file.
 
     One COCO annotation per hand, with the plain COCO keys (`bbox`, `keypoints`, `num_keypoints`),
     COCO-WholeBody's hand keys (`righthand_box`/`_kpts`/`_valid`, `lefthand_*`), the per-hand
     attributes, and the handos prediction it started from (3D included), so nothing is lost.
+    Skipped tasks are left out (stats `skipped`), as are tasks nobody labelled (`skipped_unlabelled`)
+    unless `use_predictions`. `file_name` is relative to `root` when under it, else absolute (see
+    image_location); every image has its size (see task_size; `fetch(url) -> bytes` is the only network
+    use, for images with no size anywhere else; images whose size stays unknown are left out: `unsized`).
     """
     images, annotations = [], []
-    stats = {"tasks": 0, "images": 0, "hands": 0, "skipped_unlabelled": 0, "orphan_joints": 0,
-             "duplicate_joints": 0, "unlabelled_boxes": 0}
+    stats = {"tasks": 0, "images": 0, "hands": 0, "skipped_unlabelled": 0, "skipped": 0, "unsized": 0,
+             "no_local_file": 0, "orphan_joints": 0, "duplicate_joints": 0, "unlabelled_boxes": 0}
     for task in tasks:
         stats["tasks"] += 1
         result, source = pick_result(task, use_predictions)
         if result is None:
-            stats["skipped_unlabelled"] += 1
+            stats["skipped" if source == "skipped" else "skipped_unlabelled"] += 1
             continue
-        record, file, W, H = _task_image(task)
-        hands, st = result_to_hands(result, (W, H) if W and H else None)
+        record = _task_record(task)
+        file, path = image_location(task, root, local_root)
+        size = task_size(task, result, path, fetch)
+        if size is None:
+            stats["unsized"] += 1
+            continue
+        W, H = size
+        hands, st = result_to_hands(result, (float(W), float(H)))
         for k, v in st.items():
             stats[k] += v
-        if W is None or H is None:
-            sizes = [r for r in result if r.get("original_width")]
-            W, H = (sizes[0]["original_width"], sizes[0]["original_height"]) if sizes else (None, None)
+        stats["no_local_file"] += file is None
         image_id = len(images) + 1
         data = task.get("data") or {}
         images.append({"id": image_id, "file_name": file, "width": W, "height": H,
@@ -326,12 +441,17 @@ def export_to_coco(tasks: Iterable[dict[str, Any]], use_predictions: bool = Fals
     }
 
 
-def export_to_eval(tasks: Iterable[dict[str, Any]], use_predictions: bool = False) -> dict[str, Any]:
+def export_to_eval(tasks: Iterable[dict[str, Any]], use_predictions: bool = False, **where: Any) -> dict[str, Any]:
     """A Label Studio JSON export -> handos eval annotations (design 3.2): images[] with hands[] in pixels.
 
     `joints_3d` is null: the 3D in the tasks is the model's, not ground truth (it stays in the COCO file).
+    `where`: export_to_coco's root, local_root and fetch.
     """
-    coco = export_to_coco(tasks, use_predictions)
+    return coco_to_eval(export_to_coco(tasks, use_predictions, **where))
+
+
+def coco_to_eval(coco: dict[str, Any]) -> dict[str, Any]:
+    """An export_to_coco file -> handos eval annotations (the same images and hands)."""
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in coco["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
@@ -358,8 +478,11 @@ def task_to_record(task: dict[str, Any], use_predictions: bool = False) -> dict[
     result, source = pick_result(task, use_predictions)
     if result is None:
         return None
-    record, file, W, H = _task_image(task)
-    hands, _ = result_to_hands(result, (W, H) if W and H else None)
+    record = _task_record(task)
+    file, path = image_location(task)
+    file = file or (record or {}).get("file") or (task.get("data") or {}).get(IMAGE_KEY)
+    W, H = task_size(task, result, path) or (None, None)
+    hands, _ = result_to_hands(result, (float(W), float(H)) if W and H else None)
     out = copy.deepcopy(record) if record else {"schema": SCHEMA, "file": file, "width": W, "height": H,
                                                 "model": None, "camera": None, "frame": None, "time_s": None}
     new_hands = []

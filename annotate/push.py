@@ -13,9 +13,10 @@ import json
 import mimetypes
 import os
 import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -325,6 +326,13 @@ class UploadCache:
                 fh.writelines(json.dumps({"key": k, "url": u}) + "\n" for k, u in urls.items())
 
 
+def task_file(item: PushItem) -> dict[str, str] | None:
+    """data.file for an image given as a path: its absolute path, so an export finds it from any folder."""
+    if isinstance(item.image, (str, Path)):
+        return {convert.FILE_FIELD: os.path.abspath(item.image)}
+    return None
+
+
 def push_items(
     client,
     project_id: int,
@@ -362,7 +370,7 @@ def push_items(
                 if need:
                     uploads.add(upload_images(client, project_id, need))
                 urls = {it.key: uploads.urls[it.key] for it in batch}
-            tasks = [convert.record_to_task(it.record, urls[it.key], it.key) for it in batch]
+            tasks = [convert.record_to_task(it.record, urls[it.key], it.key, extra_data=task_file(it)) for it in batch]
             with remote_errors(url, "importing tasks"):
                 resp = client.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
             ids = list(getattr(resp, "task_ids", None) or [])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,7 +109,9 @@ def test_round_trip_record_to_task_to_export_loses_nothing():
     assert coco["stats"]["orphan_joints"] == coco["stats"]["duplicate_joints"] == 0
     for img, rec in zip(coco["images"], recs):
         assert img["handos_prediction"] == rec  # the full record (3D, scores, camera) travels with the image
-        assert (img["file_name"], img["width"], img["height"], img["camera"]) == (rec["file"], rec["width"], rec["height"], rec["camera"])
+        # a relative file (as handos was given it) is taken from the current folder: absolute in the export
+        assert img["file_name"] == str(Path.cwd() / rec["file"])
+        assert (img["width"], img["height"], img["camera"]) == (rec["width"], rec["height"], rec["camera"])
         anns = [a for a in coco["annotations"] if a["image_id"] == img["id"]]
         assert len(anns) == len(rec["hands"])
         for ann, hand in zip(anns, rec["hands"]):
@@ -135,7 +138,7 @@ def test_export_follows_corrections_parent_ids_and_position():
     rec = make_record(4)
     task = annotate_from_prediction(convert.record_to_task(rec, "/u.jpg", "k"))
     result = task["annotations"][0]["result"]
-    W, H = rec["width"], rec["height"]
+    W = rec["width"]
     moved = next(r for r in result if r["id"] == "h0k8")
     moved["value"]["x"] += 1.0  # the annotator drags the index tip 1% of the width to the right
     result[:] = [r for r in result if r["id"] != "h1k20"]  # and deletes the left hand's pinky tip
@@ -172,10 +175,110 @@ def test_unlabelled_tasks_are_skipped_unless_predictions_are_asked_for():
     by_id = {**task, "predictions": [12]}  # Label Studio's JSON export lists predictions by id: use the record
     assert convert.export_to_coco([by_id], use_predictions=True)["annotations"] == coco["annotations"]
     cancelled = {**task, "annotations": [{"id": 1, "result": [], "was_cancelled": True}]}
-    assert convert.export_to_coco([cancelled])["stats"]["skipped_unlabelled"] == 1
+    assert convert.export_to_coco([cancelled])["stats"]["skipped_unlabelled"] == 0  # skipped: not "not yet labelled"
 
 
-def test_image_key_is_stable_and_content_based():
-    a = np.zeros((4, 5, 3), np.uint8)
-    assert convert.image_key(a) == convert.image_key(a.copy()) != convert.image_key(a[:, :4])
-    assert convert.image_key(b"abc") == convert.image_key(b"abc") != convert.image_key(b"abd")
+def test_skipped_tasks_stay_out_and_are_counted():
+    rec = make_record(6)
+    task = convert.record_to_task(rec, "/data/upload/1/a.jpg", "k")
+    skipped = {**task, "id": 1, "annotations": [{"id": 1, "result": [], "was_cancelled": True}], "cancelled_annotations": 1}
+    counted_only = {**task, "id": 2, "annotations": [], "cancelled_annotations": 1}  # an export filtered the skips out
+    skipped_then_done = annotate_from_prediction(task)
+    skipped_then_done["annotations"].append({"id": 2, "result": [], "was_cancelled": True, "updated_at": "2027-01-01"})
+    unlabelled = {**task, "id": 9}
+    for use in (False, True):
+        coco = convert.export_to_coco([skipped, counted_only, skipped_then_done, unlabelled], use_predictions=use)
+        st = coco["stats"]
+        assert st["skipped"] == 2 and st["tasks"] == 4
+        assert [i["ls_task_id"] for i in coco["images"]] == ([7, 9] if use else [7])
+        assert st["skipped_unlabelled"] == (0 if use else 1)
+        assert coco["images"][0]["source"] == "annotation" and len(coco["annotations"]) == 2 + (2 if use else 0)
+        assert convert.task_to_record(skipped, use_predictions=use) is None
+    assert [convert.task_status(t) for t in (skipped, counted_only, skipped_then_done, unlabelled)] == [
+        "skipped", "skipped", "annotated", "unlabelled"]
+    assert len(convert.export_to_eval([skipped, skipped_then_done], use_predictions=True)["images"]) == 1
+
+
+def png(path: Path, w: int, h: int) -> bytes:
+    """Write a w x h PNG at `path`; its bytes."""
+    from annotate.push import encode_png
+
+    data = encode_png(np.zeros((h, w, 3), np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def test_every_exported_image_has_its_size(tmp_path):
+    rec = make_record(7, W=320, H=200)
+    pred = convert.record_to_prediction(rec)
+    # a task the ML backend predicted: only an image URL and the prediction (no handos record, no file)
+    backend_task = {"id": 1, "data": {"image": "/data/upload/1/x.png"}, "predictions": [pred]}
+    coco = convert.export_to_coco([backend_task], use_predictions=True)
+    assert (coco["images"][0]["width"], coco["images"][0]["height"]) == (320, 200) and len(coco["annotations"]) == 2
+    # annotated with every hand deleted (a real 0-hand image): the size comes from the prediction
+    emptied = {**backend_task, "annotations": [{"id": 1, "result": [], "was_cancelled": False}]}
+    img = convert.export_to_coco([emptied])["images"][0]
+    assert (img["width"], img["height"]) == (320, 200) and img["source"] == "annotation"
+    # nothing says the size anywhere: read from the file's header (local-files under the document root) ...
+    png(tmp_path / "docs" / "set" / "e.png", 40, 30)
+    bare = {"id": 2, "data": {"image": "/data/local-files/?d=set/e.png"}, "annotations": [{"id": 3, "result": []}]}
+    coco = convert.export_to_coco([bare], local_root=tmp_path / "docs")
+    assert (coco["images"][0]["width"], coco["images"][0]["height"]) == (40, 30)
+    assert coco["images"][0]["file_name"] == str(tmp_path / "docs" / "set" / "e.png")
+    # ... or, for an image only on Label Studio, through an explicit fetcher; without one it is left out
+    upload = {"id": 3, "data": {"image": "/data/upload/1/y.png"}, "annotations": [{"id": 4, "result": []}]}
+    coco = convert.export_to_coco([upload])
+    assert coco["images"] == [] and coco["stats"]["unsized"] == 1
+    fetched = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return png(tmp_path / "y.png", 50, 60)
+
+    img = convert.export_to_coco([upload, emptied], fetch=fetch)["images"][0]
+    assert (img["width"], img["height"], img["file_name"]) == (50, 60, None) and fetched == ["/data/upload/1/y.png"]
+
+    def broken(url: str) -> bytes:
+        raise InputError("unreachable")
+
+    assert convert.export_to_coco([upload], fetch=broken)["stats"]["unsized"] == 1
+
+
+def test_image_size_reads_the_header_with_exif_rotation(tmp_path):
+    import io
+
+    from PIL import Image
+
+    assert convert.image_size(png(tmp_path / "a.png", 7, 5)) == (7, 5)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees: Label Studio and handos see it portrait
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 32)).save(buf, "JPEG", exif=exif)
+    (tmp_path / "r.jpg").write_bytes(buf.getvalue())
+    assert convert.image_size(tmp_path / "r.jpg") == (32, 64) == convert.image_size(buf.getvalue())
+    assert convert.image_size(b"not an image") is None and convert.image_size(tmp_path / "missing.png") is None
+
+
+def test_file_name_is_absolute_or_relative_to_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    png(root / "a" / "x.png", 20, 20)
+    rec = make_record(8, W=20, H=20, n=0)
+    absolute = annotate_from_prediction(convert.record_to_task(rec, "/data/upload/1/x.png", "k1",
+                                                               extra_data={convert.FILE_FIELD: str(root / "a" / "x.png")}))
+    relative = annotate_from_prediction(convert.record_to_task({**rec, "file": "a/x.png"}, "/data/upload/1/x.png", "k2"))
+    elsewhere = annotate_from_prediction(convert.record_to_task(rec, "/data/upload/1/z.png", "k3",
+                                                                extra_data={convert.FILE_FIELD: str(tmp_path / "z.png")}))
+    upload_only = {"id": 5, "data": {"image": "/data/upload/1/w.png"}, "annotations": [{"id": 1, "result": [
+        {**r, "original_width": 20, "original_height": 20} for r in convert.record_to_result(make_record(8, W=20, H=20, n=1))]}]}
+    tasks = [absolute, relative, elsewhere, upload_only]
+    monkeypatch.chdir(tmp_path)
+    names = [i["file_name"] for i in convert.export_to_coco(tasks)["images"]]
+    assert names == [str(root / "a" / "x.png"), str(tmp_path / "a" / "x.png"), str(tmp_path / "z.png"), None]
+    coco = convert.export_to_coco(tasks, root=root)
+    assert [i["file_name"] for i in coco["images"]] == ["a/x.png", "a/x.png", str(tmp_path / "z.png"), None]
+    assert coco["stats"]["no_local_file"] == 1 and coco["images"][3]["image_url"] == "/data/upload/1/w.png"
+    monkeypatch.chdir(root)  # a relative file found under the current folder when --root does not hold it
+    assert convert.export_to_coco([relative], root=tmp_path / "elsewhere")["images"][0]["file_name"] == str(root / "a" / "x.png")
+    assert [i["file"] for i in convert.export_to_eval(tasks, root=root)["images"]] == [
+        "a/x.png", "a/x.png", str(tmp_path / "z.png"), None]
