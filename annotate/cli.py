@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --export: convert a JSON export downloaded from Label Studio (no server needed)")
     p.add_argument("--include-predictions", action="store_true",
                    help="with --export: use the model's prediction for tasks nobody has annotated yet")
+    p.add_argument("--root", default=None,
+                   help="with --export: write image file names relative to this folder (default: absolute paths)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -163,19 +165,23 @@ def read_export(path: str) -> list[dict]:
     return tasks
 
 
-def run_export(args: argparse.Namespace, tasks: list[dict]) -> int:
+def run_export(args: argparse.Namespace, tasks: list[dict], fetch: Any = None) -> int:
     """--export: exported tasks -> COCO-style training file (+ eval annotations, + raw export)."""
     from annotate import convert
 
-    coco = convert.export_to_coco(tasks, use_predictions=args.include_predictions)
+    coco = convert.export_to_coco(tasks, use_predictions=args.include_predictions, root=args.root,
+                                  local_root=args.local_files_root, fetch=fetch)
     write_json(args.export, coco)
     if args.eval_out:
-        write_json(args.eval_out, convert.export_to_eval(tasks, use_predictions=args.include_predictions))
+        write_json(args.eval_out, convert.coco_to_eval(coco))
     if args.raw_out:
         write_json(args.raw_out, tasks)
     st = coco["stats"]
     print(f"handos label: exported {st['images']} images, {st['hands']} hands from {st['tasks']} tasks "
-          f"({st['skipped_unlabelled']} not yet labelled) -> {args.export}", file=sys.stderr)
+          f"({st['skipped_unlabelled']} not yet labelled, {st['skipped']} skipped) -> {args.export}", file=sys.stderr)
+    if st["unsized"] or st["no_local_file"]:
+        print(f"handos label: {st['unsized']} images of unknown size were left out; {st['no_local_file']} images exist only "
+              "on Label Studio (file_name null, image_url kept)", file=sys.stderr)
     if st["orphan_joints"] or st["duplicate_joints"]:
         print(f"handos label: {st['orphan_joints']} joints had no hand box and {st['duplicate_joints']} were duplicates; "
               "those were left out", file=sys.stderr)
@@ -207,7 +213,11 @@ def main(argv: list[str]) -> int:
             raise InputError("--export takes no INPUT; it reads the project")
         client = push.connect(url, api_key)
         project_id = push.find_or_create_project(client, args.project, create=False)
-        return run_export(args, push.export_tasks(client, project_id))
+        from annotate.backend import ImageFetcher  # sizes of images known nowhere else: media paths only
+
+        fetcher = ImageFetcher(ls_url=url, api_key=api_key,
+                               local_root=Path(args.local_files_root) if args.local_files_root else None)
+        return run_export(args, push.export_tasks(client, project_id), fetch=fetcher.fetch)
     if not args.inputs:
         raise InputError("give images, folders or prediction files to push (or --export OUT.json)")
     if args.batch_size < 1:

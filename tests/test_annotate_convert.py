@@ -282,3 +282,30 @@ def test_file_name_is_absolute_or_relative_to_root(tmp_path, monkeypatch):
     assert convert.export_to_coco([relative], root=tmp_path / "elsewhere")["images"][0]["file_name"] == str(root / "a" / "x.png")
     assert [i["file"] for i in convert.export_to_eval(tasks, root=root)["images"]] == [
         "a/x.png", "a/x.png", str(tmp_path / "z.png"), None]
+
+
+def test_cli_export_takes_a_root_and_counts_skipped_tasks(tmp_path, capsys):
+    import json
+
+    from annotate import cli
+
+    root = tmp_path / "data"
+    png(root / "b.png", 20, 20)
+    rec = make_record(9, W=20, H=20, n=0)
+    done = annotate_from_prediction(convert.record_to_task(rec, "/data/upload/1/b.png", "k1",
+                                                           extra_data={convert.FILE_FIELD: str(root / "b.png")}))
+    skipped = {**convert.record_to_task(rec, "/data/upload/1/c.png", "k2"), "id": 8,
+               "annotations": [{"id": 2, "result": [], "was_cancelled": True}]}
+    (tmp_path / "export.json").write_text(json.dumps([done, skipped]))
+    out = tmp_path / "train.json"
+    assert cli.main(["--export", str(out), "--from-file", str(tmp_path / "export.json"), "--root", str(root),
+                     "--include-predictions"]) == 0
+    coco = json.loads(out.read_text())
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [("b.png", 20, 20)]
+    assert "0 not yet labelled, 1 skipped" in capsys.readouterr().err
+
+
+def test_image_key_is_stable_and_content_based():
+    a = np.zeros((4, 5, 3), np.uint8)
+    assert convert.image_key(a) == convert.image_key(a.copy()) != convert.image_key(a[:, :4])
+    assert convert.image_key(b"abc") == convert.image_key(b"abc") != convert.image_key(b"abd")
