@@ -11,7 +11,8 @@ Results equal the plain replay to float rounding (same kernels; see tests/test_f
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -23,16 +23,14 @@ Two steps, around the landmark net (`Foundation.detect`):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from handos.foundation.palm import PalmDetections, weighted_nms
 from handos.foundation.roi import box_iou, roi_from_palm
-
-if TYPE_CHECKING:
-    from handos.foundation.pipeline import FoundationConfig, FoundationOutput
+from handos.foundation.types import FoundationConfig, FoundationOutput
 
 __all__ = ["SEARCH_SCALES", "recall_views", "add_recall_candidates", "confirm_recall", "dedup_hands"]
 
@@ -44,7 +42,7 @@ PalmCandidates = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 PalmRois = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def recall_views(size: tuple[int, int], config: "FoundationConfig", mode: str = "full") -> list[list[float]]:
+def recall_views(size: tuple[int, int], config: FoundationConfig, mode: str = "full") -> list[list[float]]:
     """Extra square detector views [cx,cy,side,side,0] of an image (W,H).
 
     "fast"/"full": a zoomed-out letterbox and tiles on the long side; "search": at each of SEARCH_SCALES,
@@ -82,7 +80,7 @@ def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, n: int) -
     return (torch.arange(n), b0 * side0 + org0.repeat(1, 1, 2), k0 * side0[..., None] + org0[:, :, None], s0)
 
 
-def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: "FoundationConfig",
+def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: FoundationConfig,
                      mode: str, palm_candidates: PalmCandidates) -> list[tuple]:
     """Candidates of the flipped letterbox and the extra views of images `view_for` (positions in the batch)."""
     vidx, views = [], []
@@ -101,13 +99,15 @@ def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Te
 
 
 def _image_candidates(j: int, cands: list[tuple], base: PalmRois, base_palms: torch.Tensor,
-                      config: "FoundationConfig", max_hands: int) -> PalmRois:
+                      config: FoundationConfig, max_hands: int) -> PalmRois:
     """Image j's palm ROIs: MediaPipe's (`base`), then the boosted candidates that are not its palms again."""
     bs, ks, ss = [], [], []
     for owner, b, k, s in cands:
         for v in torch.nonzero(owner == j).flatten().tolist():
             m = s[v] >= config.boost_min_score
-            bs.append(b[v][m]); ks.append(k[v][m]); ss.append(s[v][m])
+            bs.append(b[v][m])
+            ks.append(k[v][m])
+            ss.append(s[v][m])
     det = weighted_nms(torch.cat(bs), torch.cat(ks), torch.cat(ss), config.nms_iou, 2 * max_hands)
     rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
     r0, s0_, f0 = base
@@ -121,7 +121,7 @@ def _image_candidates(j: int, cands: list[tuple], base: PalmRois, base_palms: to
 
 
 def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], letterbox_raw: tuple,
-                          lb_rois: torch.Tensor, sizes: torch.Tensor, max_hands: int, config: "FoundationConfig",
+                          lb_rois: torch.Tensor, sizes: torch.Tensor, max_hands: int, config: FoundationConfig,
                           mode: str, palm_candidates: PalmCandidates) -> list[PalmRois]:
     """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own, per image of the batch.
 
@@ -144,7 +144,7 @@ def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], 
             for j in range(len(base))]
 
 
-def confirm_recall(out: "FoundationOutput", config: "FoundationConfig", max_hands: int) -> "FoundationOutput":
+def confirm_recall(out: FoundationOutput, config: FoundationConfig, max_hands: int) -> FoundationOutput:
     """Keep boosted hands the landmark net confirms (presence >= boost_min_presence, which becomes their
     score: their palm score is low by construction) and that repeat no kept hand; cap max_hands per image."""
     out = out.select(~out.boosted | (out.presence >= config.boost_min_presence))
@@ -152,7 +152,7 @@ def confirm_recall(out: "FoundationOutput", config: "FoundationConfig", max_hand
     return dedup_hands(out, config, max_hands)
 
 
-def dedup_hands(out: "FoundationOutput", config: "FoundationConfig", max_hands: int) -> "FoundationOutput":
+def dedup_hands(out: FoundationOutput, config: FoundationConfig, max_hands: int) -> FoundationOutput:
     """Drop boosted hands whose joints repeat a kept hand of the same image; cap max_hands per image.
 
     Two hands are the same when their mean joint distance is under `dedup_dist` x the longer side of
