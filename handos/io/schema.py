@@ -74,7 +74,7 @@ class Hand:
         return out
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Hand":
+    def from_dict(d: dict[str, Any]) -> Hand:
         """Rebuild a Hand from a schema `hands[]` entry."""
         try:
             return Hand(

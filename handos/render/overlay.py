@@ -101,3 +101,20 @@ def draw_hands(image: np.ndarray, hands: Sequence[Hand], show_boxes: bool = True
             _label(img, f"{hand.handedness} {float(hand.score):.2f}", int(round(box[0])), int(round(box[1])),
                    color, scale, max(1, width // 2 + (width > 2)))
     return img
+
+
+def draw_tracked_hands(image: np.ndarray, hands: Sequence[Hand],
+                       mesh_faces: np.ndarray | Callable[[str], np.ndarray] | None = None,
+                       K: np.ndarray | None = None) -> np.ndarray:
+    """`draw_hands` (meshes if `mesh_faces`) with each hand labelled `#track side score`, for clips."""
+    img = draw_hands(image, hands, show_labels=False, mesh_faces=mesh_faces, K=K)
+    scale = 0.45 * max(1.0, min(img.shape[:2]) / 480)
+    thick = max(1, int(round(min(img.shape[:2]) / 480)))
+    for hand in hands:  # track labels, so ids can be checked by eye
+        box = np.asarray(hand.bbox_xyxy, np.float64)
+        if not np.all(np.isfinite(box)):
+            continue
+        tid = "?" if hand.track_id is None else str(hand.track_id)
+        text = f"#{tid} {hand.handedness[:1].upper()} {float(hand.score):.2f}"
+        _label(img, text, box[0], box[1], HAND_COLORS.get(hand.handedness, HAND_COLORS["left"]), scale, thick)
+    return img

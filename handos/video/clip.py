@@ -6,16 +6,19 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from handos.errors import InputError
 from handos.io.camera import Camera
-from handos.io.schema import BONES, Hand, prediction_record
-from handos.video.reader import DEFAULT_MAX_SECONDS, ClipReader, read_frames
+from handos.io.records import RecordWriter, drop_torn_tail, read_records
+from handos.io.schema import Hand, prediction_record
+from handos.render.overlay import draw_tracked_hands
+from handos.video.reader import DEFAULT_MAX_SECONDS, ClipReader, Frame
 from handos.video.smoothing import HandSmoother, OneEuroConfig
 from handos.video.tracker import HandTracker, TrackerConfig
 
@@ -163,81 +166,6 @@ class KeyframeSaver:
         self.manifest.close()
 
 
-def save_keyframes(clip: str | os.PathLike, records: list[dict[str, Any]], indices: list[int], out_dir: str | os.PathLike,
-                   quality: int = 92, **reader_kwargs) -> list[str]:
-    """Re-read the clip and save the chosen frames (with their records from `records`) for Label Studio."""
-    by_frame = {int(r["frame"]): r for r in records}
-    saver = KeyframeSaver(clip, out_dir, quality)
-    try:
-        for fr in read_frames(clip, indices, **reader_kwargs):
-            saver.save(fr.index, fr.rgb, by_frame.get(fr.index))
-    finally:
-        saver.close()
-    return saver.paths
-
-
-_DRAW_HANDS: list = []  # the renderer's draw_hands, looked up once (empty list: not looked up yet)
-
-
-def _draw_hands_fn():
-    """handos.render.overlay.draw_hands if that module is there, else None."""
-    if not _DRAW_HANDS:
-        try:
-            from handos.render.overlay import draw_hands
-        except ImportError:
-            draw_hands = None
-        _DRAW_HANDS.append(draw_hands)
-    return _DRAW_HANDS[0]
-
-
-def _draw_skeleton(rgb: np.ndarray, hands: list[Hand]) -> np.ndarray:
-    """A plain skeleton overlay (used when the renderer's draw_hands is unavailable)."""
-    import cv2
-
-    img = rgb.copy()
-    for h in hands:
-        kp = np.round(np.asarray(h.keypoints_2d)).astype(np.int32)
-        for a, b in BONES:
-            cv2.line(img, tuple(map(int, kp[a])), tuple(map(int, kp[b])), (0, 255, 0), 2, cv2.LINE_AA)
-        for p in kp:
-            cv2.circle(img, tuple(map(int, p)), 3, (255, 255, 255), -1, cv2.LINE_AA)
-        x1, y1, x2, y2 = np.round(np.asarray(h.bbox_xyxy)).astype(int)
-        cv2.rectangle(img, (x1, y1), (x2, y2), (255, 200, 0), 2)
-    return img
-
-
-def draw_overlay(rgb: np.ndarray, hands: list[Hand], mesh_faces=None, K: np.ndarray | None = None) -> np.ndarray:
-    """Frame with boxes, skeletons (and meshes if `mesh_faces`) via handos.render.overlay, labelled `#track side score`."""
-    import cv2
-
-    fn = _draw_hands_fn()
-    img = None
-    if fn is not None:
-        try:
-            img = np.ascontiguousarray(fn(rgb, hands, show_labels=False, mesh_faces=mesh_faces, K=K))
-        except (TypeError, ValueError, AttributeError):
-            img = None
-        if img is not None and (img.shape != rgb.shape or img.dtype != np.uint8):
-            img = None
-    if img is None:
-        img = _draw_skeleton(rgb, hands)
-    scale = 0.45 * max(1.0, min(img.shape[:2]) / 480)
-    thick = max(1, int(round(min(img.shape[:2]) / 480)))
-    for h in hands:  # track labels, so ids can be checked by eye
-        box = np.asarray(h.bbox_xyxy, np.float64)
-        if not np.all(np.isfinite(box)):
-            continue
-        tid = "?" if h.track_id is None else str(h.track_id)
-        text = f"#{tid} {h.handedness[:1].upper()} {float(h.score):.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        x = int(np.clip(box[0], 0, max(0, img.shape[1] - tw - 4)))
-        y = int(np.clip(box[1], th + base + 4, img.shape[0] - 1))
-        color = (255, 150, 40) if h.handedness == "right" else (40, 200, 255)
-        cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), color, -1)
-        cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    return img
-
-
 def _progress_callback(progress, total: int | None) -> tuple[Callable[[int], None], Callable[[], None]]:
     """(update(n_done), close()) for progress=True (tqdm), a callable(done, total), or None/False."""
     if progress is True:
@@ -263,17 +191,16 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
     """Track and reconstruct the hands of a clip frame by frame; writes JSONL / mp4 / keyframes as it goes.
 
     With `resume`, an existing `out_jsonl` of this clip is continued after its last complete frame (track ids
-    carry on); the annotated video and keyframes then cover the resumed part only.
+    carry on); the annotated video and keyframes then cover the resumed part only. Without it, an existing
+    `out_jsonl` is started over.
     `video_mesh` draws the meshes into the annotated video too (slower: one rasterisation per frame).
     `stride` N processes every N-th frame only (N times faster; records keep the clip's frame numbers).
     """
     path = os.fspath(path)
     if max_hands < 1:
         raise InputError(f"max_hands must be at least 1, got {max_hands}")
-    previous = _previous_records(out_jsonl, path) if resume and out_jsonl is not None else None
-    start = 0 if not previous else int(previous[-1]["frame"]) + 1
-    if previous and stride > 1:
-        start = (start + stride - 1) // stride * stride
+    last = _last_record(out_jsonl, path) if resume and out_jsonl is not None else None
+    start = _start_frame(last, stride)
     reader = ClipReader(path, max_seconds=max_seconds, limit=limit, fps=fps, start_frame=start, warn=False,
                         stride=stride)
     info = reader.info
@@ -281,124 +208,189 @@ def process_clip(model, path: str | os.PathLike, out_jsonl: str | os.PathLike | 
                           resumed_from=start,
                           out_jsonl=None if out_jsonl is None else os.fspath(out_jsonl),
                           out_video=None if out_video is None else os.fspath(out_video))
-    cfg = tracker_config or TrackerConfig(max_hands=max_hands)
-    cam = None
-    tracker = None
-    smoother = HandSmoother(smoothing) if smooth else None
-    raw_meter, out_meter = JitterMeter(), JitterMeter()
-    keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
-    saver = None
-    total = info.frames if limit is None else min(limit, info.frames or limit)
-    total = None if total is None else -(-total // stride)
-    tick, close_bar = _progress_callback(progress, total)
-    jsonl = None
-    writer = None
+    config = tracker_config or TrackerConfig(max_hands=max_hands)
+    faces = getattr(model, "faces_for", None) if video_mesh else None
     version = str(getattr(model, "version", "unknown"))
-    track_ids: set[int] = set()
-    last_label: dict[int, tuple[str, str]] = {}  # track -> (raw label, voted label) on its latest frame
+    stats = ClipStats()
+    tracking: ClipTracking | None = None
+    tick, close_bar = _progress_callback(progress, _frames_to_process(info.frames, limit, stride))
     t_start = time.perf_counter()
+    outputs = ClipOutputs(path, keyframes_dir, keyframe_every_s)
     try:
-        if out_jsonl is not None:
-            Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
-            jsonl = open(out_jsonl, "a" if previous else "w", encoding="utf-8")
-        if out_video is not None:
-            from handos.video.writer import VideoWriter
-
-            writer = VideoWriter(out_video, fps=info.fps / stride)
+        outputs.open(out_jsonl, out_video, info.fps / stride, fresh=last is None)
         for fr in reader:
-            h, w = fr.rgb.shape[:2]
-            if cam is None:  # the camera is fixed by the first frame (after rotation)
-                cam = Camera.from_any(camera, w, h)
-                tracker = HandTracker(model, cfg, cam)
-                if previous:
-                    tracker.tracks.seed([Hand.from_dict(x) for x in previous[-1]["hands"]], start // stride - 1)
-                summary.width, summary.height = w, h
+            if tracking is None:  # the camera is fixed by the first frame (after rotation)
+                smoother = HandSmoother(smoothing) if smooth else None
+                tracking = ClipTracking(model, camera, fr.rgb, config, smoother, last, start // stride - 1)
+                summary.width, summary.height = tracking.size
             step = fr.index // stride  # the tracker counts processed frames
-            raw = tracker.step(fr.rgb, step)
-            hands = smoother(raw, fr.time_s) if smoother is not None else raw
-            if smoother is not None:
-                smoother.drop(set(tracker.tracks.tracks))
-            raw_meter.update(step, raw)
-            out_meter.update(step, hands)
-            rec = prediction_record(path, w, h, cam.to_dict(), hands, version, frame=fr.index, time_s=fr.time_s,
-                                    include_vertices=include_vertices)
-            if jsonl is not None:
-                jsonl.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                jsonl.flush()
-            if writer is not None:
-                faces = getattr(model, "faces_for", None) if video_mesh else None
-                writer.write(draw_overlay(fr.rgb, hands, faces, cam.matrix()), fr.time_s)
+            raw, hands = tracking.step(fr, step)
+            h, w = fr.rgb.shape[:2]
+            rec = prediction_record(path, w, h, tracking.camera.to_dict(), hands, version, frame=fr.index,
+                                    time_s=fr.time_s, include_vertices=include_vertices)
+            outputs.write(fr, rec, hands, faces, tracking.camera)
             if on_frame is not None:
                 on_frame(rec)
-            if keyframes is not None and keyframes(rec):
-                saver = saver or KeyframeSaver(path, keyframes_dir)
-                saver.save(fr.index, fr.rgb, rec)
-            summary.frames += 1
-            summary.hands += len(hands)
-            summary.frames_with_hands += int(bool(hands))
+            outputs.keyframe(fr, rec)
+            stats.add(step, raw, hands)
             summary.seconds = fr.time_s + stride / info.fps
-            track_ids.update(x.track_id for x in hands if x.track_id is not None)
-            for x in hands:
-                if x.track_id is None:
-                    continue
-                labels = ((x.trace.handedness_raw or (x.handedness,))[0], x.handedness)
-                prev = last_label.get(x.track_id)
-                if prev is not None:
-                    summary.handedness_flips_raw += int(prev[0] != labels[0])
-                    summary.handedness_flips += int(prev[1] != labels[1])
-                last_label[x.track_id] = labels
-            tick(summary.frames)
+            tick(stats.frames)
     finally:
         close_bar()
-        if jsonl is not None:
-            jsonl.close()
-        if writer is not None:
-            writer.close()
-        if saver is not None:
-            saver.close()
-    summary.elapsed_s = time.perf_counter() - t_start
-    summary.broken_frames = reader.stats.broken
-    summary.truncated = reader.stats.truncated
-    summary.track_ids = sorted(track_ids)
-    summary.tracks = len(track_ids)
-    if tracker is not None:
-        summary.detector_frames = tracker.stats.detector_frames
-        summary.roi_frames = tracker.stats.roi_frames
-        if tracker.stats.seconds_model > 0:
-            summary.model_frames_per_s = tracker.stats.frames / tracker.stats.seconds_model
-    summary.frames_per_s = summary.frames / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
-    summary.jitter_raw_px = raw_meter.value
-    summary.jitter_px = out_meter.value
-    if keyframes is not None:
-        summary.keyframes = list(keyframes.picked)
-        summary.keyframes_dir = os.fspath(keyframes_dir)
-    summary.warnings = list(dict.fromkeys(list(info.notes) + reader.stats.notes))
+        outputs.close()
+    _fill_summary(summary, stats, tracking, reader, outputs, time.perf_counter() - t_start)
     for msg in summary.warnings:
         warnings.warn(msg, stacklevel=2)
     return summary
 
 
-def _previous_records(out_jsonl: str | os.PathLike, clip: str) -> list[dict[str, Any]] | None:
-    """Complete records of `clip` in an earlier run's JSONL (a torn last line is cut off the file); None if none."""
+def _frames_to_process(frames: int | None, limit: int | None, stride: int) -> int | None:
+    """How many frames the run will process (None: unknown), for the progress bar."""
+    total = frames if limit is None else min(limit, frames or limit)
+    return None if total is None else -(-total // stride)
+
+
+def _start_frame(last: dict[str, Any] | None, stride: int) -> int:
+    """The first frame to process: 0, or the one after the last record written (on the stride's grid)."""
+    if last is None:
+        return 0
+    start = int(last["frame"]) + 1
+    return (start + stride - 1) // stride * stride if stride > 1 else start
+
+
+def _last_record(out_jsonl: str | os.PathLike, clip: str) -> dict[str, Any] | None:
+    """The last complete record of `clip` in an earlier run's JSONL (a torn last line is cut off the file)."""
     p = Path(os.fspath(out_jsonl))
-    if not p.exists() or p.stat().st_size == 0:
-        return None
-    good: list[dict[str, Any]] = []
-    size = 0
-    with open(p, "rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                break
-            if not raw.endswith(b"\n"):
-                break
-            if not isinstance(rec, dict) or rec.get("frame") is None or \
-                    os.path.realpath(str(rec.get("file"))) != os.path.realpath(clip):
-                raise InputError(f"{p} holds records of another input; choose another --out or delete it to start over")
-            good.append(rec)
-            size += len(raw)
-    if size < p.stat().st_size:
-        with open(p, "r+b") as f:
-            f.truncate(size)
-    return good or None
+    drop_torn_tail(p)
+    last = None
+    for rec in read_records(p):
+        if not isinstance(rec, dict) or rec.get("frame") is None or \
+                os.path.realpath(str(rec.get("file"))) != os.path.realpath(clip):
+            raise InputError(f"{p} holds records of another input; choose another --out or delete it to start over")
+        last = rec
+    return last
+
+
+class ClipTracking:
+    """The tracker and smoother of one clip, set up on its first frame (its size fixes the camera)."""
+
+    def __init__(self, model, camera: Camera | dict | None, first_rgb: np.ndarray, config: TrackerConfig,
+                 smoother: HandSmoother | None, resume_from: dict[str, Any] | None, resume_step: int) -> None:
+        """`smoother` None: no smoothing; `resume_from`: the last record of an earlier run (its tracks live on)."""
+        h, w = first_rgb.shape[:2]
+        self.size = (w, h)
+        self.camera = Camera.from_any(camera, w, h)
+        self.tracker = HandTracker(model, config, self.camera)
+        if resume_from is not None:
+            self.tracker.tracks.seed([Hand.from_dict(x) for x in resume_from["hands"]], resume_step)
+        self.smoother = smoother
+
+    def step(self, fr: Frame, step: int) -> tuple[list[Hand], list[Hand]]:
+        """(raw tracked hands, smoothed hands) of one frame; `step` counts processed frames."""
+        raw = self.tracker.step(fr.rgb, step)
+        if self.smoother is None:
+            return raw, raw
+        hands = self.smoother(raw, fr.time_s)
+        self.smoother.drop(set(self.tracker.tracks.tracks))
+        return raw, hands
+
+
+class ClipOutputs:
+    """Where a clip's results go as they come: records (JSONL), the annotated video, keyframes."""
+
+    def __init__(self, clip: str, keyframes_dir: str | os.PathLike | None, keyframe_every_s: float) -> None:
+        """Nothing open yet; keyframes are chosen only with a `keyframes_dir`."""
+        self.clip = clip
+        self.keyframes_dir = keyframes_dir
+        self.keyframes = KeyframeSelector(keyframe_every_s) if keyframes_dir is not None else None
+        self.saver: KeyframeSaver | None = None
+        self.records: RecordWriter | None = None
+        self.video = None
+
+    def open(self, out_jsonl: str | os.PathLike | None, out_video: str | os.PathLike | None, video_fps: float,
+             fresh: bool) -> None:
+        """Open the record file and the video asked for; `fresh`: an existing out_jsonl starts over (else appended)."""
+        if out_jsonl is not None:
+            if fresh:
+                Path(out_jsonl).parent.mkdir(parents=True, exist_ok=True)
+                open(out_jsonl, "w").close()
+            self.records = RecordWriter(os.fspath(out_jsonl), resume=True)
+            self.records.open_next()
+        if out_video is not None:
+            from handos.video.writer import VideoWriter
+
+            self.video = VideoWriter(out_video, fps=video_fps)
+
+    def write(self, fr: Frame, rec: dict[str, Any], hands: list[Hand], faces, camera: Camera) -> None:
+        """Write one frame's record and its annotated image."""
+        if self.records is not None:
+            self.records.write(rec)
+        if self.video is not None:
+            self.video.write(draw_tracked_hands(fr.rgb, hands, faces, camera.matrix()), fr.time_s)
+
+    def keyframe(self, fr: Frame, rec: dict[str, Any]) -> None:
+        """Save the frame for labelling if it is a keyframe."""
+        if self.keyframes is not None and self.keyframes(rec):
+            self.saver = self.saver or KeyframeSaver(self.clip, self.keyframes_dir)
+            self.saver.save(fr.index, fr.rgb, rec)
+
+    def close(self) -> None:
+        """Flush and close every output opened."""
+        for out in (self.records, self.video, self.saver):
+            if out is not None:
+                out.close()
+
+
+class ClipStats:
+    """Counts, track ids, handedness flips and jitter over the processed frames."""
+
+    def __init__(self) -> None:
+        """Nothing seen yet."""
+        self.frames = self.hands = self.frames_with_hands = 0
+        self.flips_raw = self.flips = 0
+        self.track_ids: set[int] = set()
+        self.last_label: dict[int, tuple[str, str]] = {}  # track -> (raw label, voted label) on its latest frame
+        self.raw_meter, self.out_meter = JitterMeter(), JitterMeter()
+
+    def add(self, step: int, raw: list[Hand], hands: list[Hand]) -> None:
+        """One processed frame: the raw tracked hands and the written (smoothed) ones."""
+        self.raw_meter.update(step, raw)
+        self.out_meter.update(step, hands)
+        self.frames += 1
+        self.hands += len(hands)
+        self.frames_with_hands += int(bool(hands))
+        self.track_ids.update(x.track_id for x in hands if x.track_id is not None)
+        for x in hands:
+            if x.track_id is None:
+                continue
+            labels = ((x.trace.handedness_raw or (x.handedness,))[0], x.handedness)
+            prev = self.last_label.get(x.track_id)
+            if prev is not None:
+                self.flips_raw += int(prev[0] != labels[0])
+                self.flips += int(prev[1] != labels[1])
+            self.last_label[x.track_id] = labels
+
+
+def _fill_summary(summary: ClipSummary, stats: ClipStats, tracking: ClipTracking | None, reader: ClipReader,
+                  outputs: ClipOutputs, elapsed_s: float) -> None:
+    """Copy what the run did into `summary`."""
+    summary.frames, summary.hands, summary.frames_with_hands = stats.frames, stats.hands, stats.frames_with_hands
+    summary.handedness_flips_raw, summary.handedness_flips = stats.flips_raw, stats.flips
+    summary.track_ids = sorted(stats.track_ids)
+    summary.tracks = len(stats.track_ids)
+    summary.jitter_raw_px = stats.raw_meter.value
+    summary.jitter_px = stats.out_meter.value
+    summary.elapsed_s = elapsed_s
+    summary.frames_per_s = summary.frames / elapsed_s if elapsed_s > 0 else 0.0
+    summary.broken_frames = reader.stats.broken
+    summary.truncated = reader.stats.truncated
+    if tracking is not None:
+        ts = tracking.tracker.stats
+        summary.detector_frames = ts.detector_frames
+        summary.roi_frames = ts.roi_frames
+        if ts.seconds_model > 0:
+            summary.model_frames_per_s = ts.frames / ts.seconds_model
+    if outputs.keyframes is not None:
+        summary.keyframes = list(outputs.keyframes.picked)
+        summary.keyframes_dir = os.fspath(outputs.keyframes_dir)
+    summary.warnings = list(dict.fromkeys(list(reader.info.notes) + reader.stats.notes))

@@ -71,7 +71,7 @@ def synthetic_clip(n_frames: int = 24, hands: int = 1, width: int = 640, height:
     for t in range(n_frames):
         phase = 2 * math.pi * cycles * t / max(n_frames, 2)
         meshes, jt = [], []
-        for i, ((left, _, rot0, pos0), (v, j, faces)) in enumerate(zip(placed, rest)):
+        for (_, _, rot0, pos0), (v, j, faces) in zip(placed, rest):
             pos = np.array(pos0) + amplitude_m * np.array([math.sin(phase), 0.6 * (1 - math.cos(phase)) - 0.3,
                                                             0.4 * math.sin(2 * phase)])
             rot = np.array(rot0) + np.array([0.0, 0.0, 0.25 * math.sin(phase)])

@@ -18,8 +18,9 @@ label stays in `trace.handedness_raw` (not serialised).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -93,7 +93,7 @@ class VideoWriter:
         if self.frames == 0:
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         """Context manager entry."""
         return self
 
