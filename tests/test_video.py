@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import warnings
 from dataclasses import replace
 from fractions import Fraction
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from handos.errors import InputError
+from handos.geometry import box_iou
 from handos.io.schema import Hand, HandTrace, validate_record
 from handos.video.clip import JitterMeter, jitter_px, process_clip, select_keyframes
 from handos.video.reader import ClipReader, is_clip
 from handos.video.smoothing import HandSmoother, OneEuroConfig
-from handos.video.tracker import Tracks, TrackerConfig, box_iou
+from handos.video.tracker import TrackerConfig, Tracks
 from handos.video.writer import VideoWriter
 
 W, H = 160, 120

@@ -17,13 +17,13 @@ label stays in `trace.handedness_raw` (not serialised).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from handos.geometry import box_iou
 from handos.io.schema import Hand
 
 
@@ -60,17 +60,6 @@ class Track:
         """The ROI for the next frame, as the model left it on the latest hand."""
         roi = self.last.trace.roi
         return None if roi is None else np.asarray(roi, dtype=np.float64).reshape(5)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between (N,4) and (M,4) xyxy boxes -> (N,M)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)  # (N, M)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def keypoint_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -315,13 +304,3 @@ def track_frames(model, frames: Iterable, camera=None, config: TrackerConfig | N
             smoother.drop(set(tracker.tracks.tracks))
         yield fr, raw, smooth
 
-
-def mean_acceleration(tracks_kp: dict[int, list[tuple[int, np.ndarray]]]) -> float:
-    """Mean |k[t+1] - 2 k[t] + k[t-1]| (px / frame^2) over joints, consecutive-frame triplets and tracks."""
-    acc: list[float] = []
-    for seq in tracks_kp.values():
-        seq = sorted(seq, key=lambda x: x[0])
-        for (f0, a), (f1, b), (f2, c) in zip(seq, seq[1:], seq[2:]):
-            if f1 == f0 + 1 and f2 == f1 + 1:
-                acc.append(float(np.linalg.norm(c - 2 * b + a, axis=-1).mean()))
-    return float(np.mean(acc)) if acc else math.nan
