@@ -236,7 +236,7 @@ def test_ml_backend_gives_predictions_for_a_new_task(label_studio, client, model
 
 
 def test_export_round_trip_to_training_file(label_studio, client, hand_records, hand_images, tmp_path):  # noqa: F811
-    recs, imgs = hand_records[:3], hand_images[:3]
+    recs, imgs = hand_records[:4], hand_images[:4]
     res = push.push_records(recs, imgs, label_studio.url, label_studio.token, "export round trip")
     rows = {t.id: t for t in task_rows(client, res.project_id)}
     W = recs[0]["width"]
@@ -248,13 +248,15 @@ def test_export_round_trip_to_training_file(label_studio, client, hand_records, 
             joint["value"]["x"] += 2.0
             moved = (joint["id"], joint["value"]["keypointlabels"][0])
         client.annotations.create(id=tid, result=result, was_cancelled=False, ground_truth=False)
+    client.annotations.create(id=res.task_ids[3], result=[], was_cancelled=True, ground_truth=False)  # the 4th: skipped
     out = run_cli(["--export", str(tmp_path / "train.json"), "--eval-out", str(tmp_path / "eval.json"),
                    "--raw-out", str(tmp_path / "raw.json"), "--ls-url", label_studio.url, "--project", "export round trip"],
                   {"LABEL_STUDIO_API_KEY": label_studio.token})
     assert out.returncode == 0, out.stderr
     coco = json.loads((tmp_path / "train.json").read_text())
     raw = json.loads((tmp_path / "raw.json").read_text())
-    assert coco["stats"]["tasks"] == 3 and coco["stats"]["images"] == 2 and coco["stats"]["skipped_unlabelled"] == 1
+    assert coco["stats"]["tasks"] == 4 and coco["stats"]["images"] == 2 and coco["stats"]["skipped_unlabelled"] == 1
+    assert coco["stats"]["skipped"] == 1 and "1 not yet labelled, 1 skipped" in out.stderr
     assert coco["stats"]["orphan_joints"] == 0 and coco["stats"]["duplicate_joints"] == 0
     by_task = {img["ls_task_id"]: img for img in coco["images"]}
     for n, (tid, rec) in enumerate(zip(res.task_ids[:2], recs)):
@@ -281,6 +283,7 @@ def test_export_round_trip_to_training_file(label_studio, client, hand_records, 
     assert out.returncode == 0, out.stderr
     everything = json.loads((tmp_path / "all.json").read_text())
     assert everything["stats"]["images"] == 3 and [i["source"] for i in everything["images"]].count("prediction") == 1
+    assert res.task_ids[3] not in [i["ls_task_id"] for i in everything["images"]]  # skipped: not a 0-hand image
     # the same conversion from a downloaded export file, without the server
     out = run_cli(["--export", str(tmp_path / "train2.json"), "--from-file", str(tmp_path / "raw.json")], {})
     assert out.returncode == 0, out.stderr
@@ -303,6 +306,12 @@ def test_backend_refuses_foreign_hosts_and_big_images(label_studio, client, tmp_
     with pytest.raises(HandosError, match="limit"):
         f.fetch(url)
     assert backend.ImageFetcher(ls_url=label_studio.url, api_key=label_studio.token).fetch(url) == big.read_bytes()
+    with pytest.raises(HandosError, match="rejected the configured LABEL_STUDIO_API_KEY"):  # a real rejection
+        backend.ImageFetcher(ls_url=label_studio.url, api_key="f" * 40).fetch(url)
+    for path in ("/api/projects", "/data/local-files/?d=../../etc/passwd"):  # refused before any request
+        with pytest.raises(HandosError, match="refusing") as err:
+            f.fetch(path)
+        assert "API_KEY" not in str(err.value)
 
 
 def test_cli_predicts_images_keeps_them_and_continues(label_studio, client, hand_images, tmp_path):  # noqa: F811
