@@ -20,7 +20,7 @@ _NETS = ("load_palm_detector", "load_landmark_net", "PalmDetector", "LandmarkNet
 _HOMES = {
     **dict.fromkeys(_NETS, "handos.foundation.nets"),
     "Foundation": "handos.foundation.pipeline",
-    "FoundationOutput": "handos.foundation.pipeline",
+    "FoundationOutput": "handos.foundation.types",
     "roi_from_landmarks": "handos.foundation.roi",
 }
 
