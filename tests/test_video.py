@@ -485,21 +485,29 @@ def test_select_keyframes_every_and_on_change():
     assert select_keyframes(recs, every_s=1.0, on_change=False) == [0, 10, 20, 30]
 
 
-def test_cli_needs_an_output(two_blob_clip):
-    """No --out, --video-out or --keyframes: a one-line InputError before the model loads."""
-    from handos.video.cli import main
+def test_predict_clip_needs_an_output(two_blob_clip):
+    """`handos predict CLIP` without --out: a usage error before the model loads."""
+    from handos.cli.predict import main
 
-    with pytest.raises(InputError, match="--out"):
+    with pytest.raises(SystemExit):
         main([str(two_blob_clip[0])])
 
 
-def test_predict_clip_cli_prints_a_summary_line(two_blob_clip, tmp_path, capsys):
-    """The function `handos predict` calls for clips: writes the JSONL, one summary line on stderr, no traceback."""
-    from handos.video.cli import predict_clip_cli
+def test_predict_clip_prints_a_summary_line(two_blob_clip, tmp_path, capsys, monkeypatch):
+    """`handos predict CLIP --out ... --limit 5`: writes the JSONL, one summary line on stderr, no traceback."""
+    import handos
+    from handos.cli.predict import main
 
-    s = predict_clip_cli(str(two_blob_clip[0]), out=str(tmp_path / "p.jsonl"), model=BlobModel(), limit=5)
+    model = BlobModel()
+    model.max_hands = 2
+    monkeypatch.setattr(handos, "load", lambda **kwargs: model)
+    assert main([str(two_blob_clip[0]), "--out", str(tmp_path / "p.jsonl"), "--limit", "5", "--keyframe-every", "0.5",
+                 "--keyframes", str(tmp_path / "kf")]) == 0
     err = capsys.readouterr().err
-    assert s.frames == 5 and "5 frames, 5 with hands, 2 track(s)" in err and str(tmp_path / "p.jsonl") in err
+    assert "5 frames, 5 with hands, 2 track(s)" in err and str(tmp_path / "p.jsonl") in err
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 5
+    kf = (tmp_path / "kf" / "keyframes.jsonl").read_text().splitlines()
+    assert 1 <= len(kf) == len(list((tmp_path / "kf").glob("*.jpg")))
 
 
 @pytest.fixture(scope="module")

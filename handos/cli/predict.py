@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from handos.errors import InputError
 from handos.foundation import RECALL_MODES
+
+if TYPE_CHECKING:
+    from handos.video.clip import ClipSummary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-out", default=None, help="for a clip: annotated H.264 mp4")
     p.add_argument("--no-smooth", action="store_true", help="for clips: turn temporal smoothing off")
     p.add_argument("--keyframes", default=None, help="for clips: save keyframes (JPEG + keyframes.jsonl) here for Label Studio")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="for clips: refuse longer clips (default 10 min)")
+    p.add_argument("--keyframe-every", type=float, default=1.0, help="for clips: seconds between keyframes")
+    p.add_argument("--video-mesh", action="store_true", help="for a clip: draw the meshes into --video-out (slower)")
+    p.add_argument("--max-seconds", type=float, default=600.0,
+                   help="for clips: refuse longer clips (default 10 min; 0 = no limit)")
     p.add_argument("--stride", type=int, default=1, help="for clips: process every N-th frame")
+    p.add_argument("--limit", type=int, default=None, help="for clips: process only the first N frames")
+    p.add_argument("--fps", type=float, default=None, help="for clips: override the frame rate (frame times = index / fps)")
     p.add_argument("--ray", action="store_true", help="distribute over a Ray cluster (pip install 'handos[ray]')")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto); default starts a local one")
     p.add_argument("--num-actors", type=int, default=2, help="Ray: model replicas")
@@ -69,8 +78,6 @@ def main(argv: list[str]) -> int:
     if args.max_hands is not None:
         model.max_hands = args.max_hands
     if clips:
-        from handos.video.cli import predict_clip_cli
-
         if len(clips) > 1 and args.video_out:
             raise InputError("--video-out takes one clip; run clips one by one or drop --video-out")
         for clip in clips:
@@ -78,10 +85,7 @@ def main(argv: list[str]) -> int:
             if len(clips) > 1:
                 os.makedirs(args.out, exist_ok=True)
                 out = os.path.join(args.out, os.path.splitext(os.path.basename(clip.path))[0] + ".jsonl")
-            predict_clip_cli(clip.path, out=out, video_out=args.video_out, smooth=not args.no_smooth,
-                             max_hands=model.max_hands, camera=clip.camera, include_vertices=args.vertices,
-                             model=model, progress=not args.quiet, resume=not args.no_resume,
-                             keyframes_dir=args.keyframes, max_seconds=args.max_seconds, stride=args.stride)
+            predict_clip(model, clip.path, out, clip.camera, args)
         return 0
 
     from tqdm import tqdm
@@ -102,3 +106,27 @@ def main(argv: list[str]) -> int:
             raise InputError(summary.errors[0] if len(images) == 1 else f"none of the {len(images)} inputs could be read")
         return 1
     return 0
+
+
+def predict_clip(model, path: str, out: str, camera: dict | None, args: argparse.Namespace) -> ClipSummary:
+    """One clip tracked, smoothed and written as predict's options say; warnings and a summary line on stderr."""
+    import warnings
+
+    from handos.video.clip import process_clip
+
+    with warnings.catch_warnings():  # the summary's warnings are printed as one clean line each, below
+        warnings.simplefilter("ignore", UserWarning)
+        summary = process_clip(
+            model, path, out_jsonl=out, out_video=args.video_out, smooth=not args.no_smooth, max_hands=model.max_hands,
+            max_seconds=args.max_seconds if args.max_seconds > 0 else None, limit=args.limit, progress=not args.quiet,
+            camera=camera, include_vertices=args.vertices, keyframes_dir=args.keyframes,
+            keyframe_every_s=args.keyframe_every, fps=args.fps, resume=not args.no_resume, video_mesh=args.video_mesh,
+            stride=args.stride)
+    for msg in summary.warnings:
+        print(f"handos predict: warning: {msg}", file=sys.stderr)
+    if not args.quiet:
+        print(f"handos predict: {path}: {summary.frames} frames, {summary.frames_with_hands} with hands, "
+              f"{summary.tracks} track(s), {summary.frames_per_s:.1f} frames/s"
+              + (f", {summary.broken_frames} broken frames skipped" if summary.broken_frames else "")
+              + "".join(f" -> {x}" for x in (out, args.video_out, args.keyframes) if x), file=sys.stderr)
+    return summary
