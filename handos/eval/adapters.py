@@ -6,7 +6,8 @@ MPJPE but no root depth.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ class FoundationPredictor:
     """`predict_batch(images, cameras)` over `handos.foundation.Foundation.detect` (cameras are not used)."""
 
     def __init__(self, device: str = "cpu", max_hands: int = 2, foundation: Any = None, recall: str = "fast"):
-        from handos.model.pipeline import resolve_device
+        from handos.device import resolve_device
 
         if foundation is None:
             from handos.foundation import Foundation

@@ -6,8 +6,9 @@ converted to millimetres here, once, in `PredHand.from_hand`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class GTHand:
     vertices_3d: np.ndarray | None = None  # (V, 3) mm, when a set provides meshes
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "GTHand":
+    def from_dict(d: dict[str, Any]) -> GTHand:
         """From a derived_annotations.json `hands[]` entry (null joints -> NaN)."""
         j2 = np.array([[np.nan, np.nan] if p is None else p for p in d["joints_2d"]], dtype=np.float64).reshape(21, 2)
         j3 = d.get("joints_3d")
@@ -49,7 +50,7 @@ class PredHand:
     vertices_3d: np.ndarray | None = None  # (V, 3) mm
 
     @staticmethod
-    def from_hand(hand: Any) -> "PredHand":
+    def from_hand(hand: Any) -> PredHand:
         """From a handos.Hand (metres) or a schema `hands[]` dict (metres)."""
         get = hand.get if isinstance(hand, dict) else lambda k, default=None: getattr(hand, k, default)
         frame = get("joints_3d_frame", None) or "camera"
