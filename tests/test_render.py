@@ -155,7 +155,7 @@ def test_pose_grid_picture(hm, artifacts):
     """6 poses x 3 views -> tests/artifacts/hand_poses.png (look at it)."""
     import cv2
 
-    from handos.cli.hand import render_view
+    from handos.render.views import render_view
 
     poses = ["flat", "fist", "pinch", "point", "grasp", "ok"]
     rows = []

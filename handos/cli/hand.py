@@ -2,33 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-import numpy as np
 
 from handos.errors import InputError
-
-
-def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """Write a triangle mesh as a plain-text Wavefront OBJ (1-based indices)."""
-    lines = ["# handos hand model"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, dtype=np.int64)]
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def render_view(vertices, faces, view: str = "front", size: int = 512, color=(222, 178, 150),
-                background=(40, 44, 52)) -> np.ndarray:
-    """Render a root-relative hand mesh from a named view into a size x size RGB uint8 image."""
-    import torch
-
-    from handos.render import render_mesh
-    from handos.render.views import frame_camera, view_rotation
-
-    pts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32) @ view_rotation(view).T
-    pts, K = frame_camera(pts, size, size)
-    return render_mesh(None, [(pts, torch.as_tensor(np.asarray(faces)), color)], K, alpha=1.0,
-                       height=size, width=size, background=background, cull_backfaces=True)
+from handos.io.meshes import write_obj
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +13,7 @@ def main(argv: list[str]) -> int:
 
     from handos.hand import HandModel
     from handos.hand.poses import PRESETS
-    from handos.render.views import VIEWS
+    from handos.render.views import VIEWS, render_view
 
     ap = argparse.ArgumentParser(prog="handos hand", description="export the handos hand model in a pose")
     ap.add_argument("--pose", default="flat", help=f"pose preset: {', '.join(PRESETS)}, or 'random'")

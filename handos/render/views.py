@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from handos.geometry import axis_angle_to_matrix
+from handos.render.shading import render_mesh
 
 # view name -> axis-angle applied to the canonical hand (palm faces -z, i.e. the camera, at rest)
 VIEWS: dict[str, tuple[float, float, float]] = {
@@ -36,3 +37,12 @@ def frame_camera(points: torch.Tensor, height: int, width: int, fov_deg: float =
     dist = max(dist_x, dist_y) + float(half[2])
     shift = torch.tensor([0.0, 0.0, dist], dtype=points.dtype) - centre
     return points + shift, K
+
+
+def render_view(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, view: str = "front", size: int = 512,
+                color: tuple[int, int, int] = (222, 178, 150), background: tuple[int, int, int] = (40, 44, 52)) -> np.ndarray:
+    """Render a root-relative hand mesh from a named view into a size x size RGB uint8 image."""
+    pts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32) @ view_rotation(view).T
+    pts, K = frame_camera(pts, size, size)
+    return render_mesh(None, [(pts, torch.as_tensor(np.asarray(faces)), color)], K, alpha=1.0,
+                       height=size, width=size, background=background, cull_backfaces=True)
