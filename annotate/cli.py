@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "more hands on hard images)")
     p.add_argument("--export", metavar="OUT.json", default=None,
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
-    p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (design 3.2)")
+    p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (derived_annotations.json format)")
     p.add_argument("--raw-out", default=None, help="with --export: also keep Label Studio's raw JSON export")
     p.add_argument("--from-file", metavar="LS_EXPORT.json", default=None,
                    help="with --export: convert a JSON export downloaded from Label Studio (no server needed)")

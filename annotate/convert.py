@@ -442,7 +442,7 @@ def export_to_coco(tasks: Iterable[dict[str, Any]], use_predictions: bool = Fals
 
 
 def export_to_eval(tasks: Iterable[dict[str, Any]], use_predictions: bool = False, **where: Any) -> dict[str, Any]:
-    """A Label Studio JSON export -> handos eval annotations (design 3.2): images[] with hands[] in pixels.
+    """A Label Studio JSON export -> handos eval annotations (derived_annotations.json format): images[] with hands[] in pixels.
 
     `joints_3d` is null: the 3D in the tasks is the model's, not ground truth (it stays in the COCO file).
     `where`: export_to_coco's root, local_root and fetch.

@@ -1,4 +1,4 @@
-"""One-to-one matching of predicted to ground-truth hands in an image (design section 3.2).
+"""One-to-one matching of predicted to ground-truth hands in an image (the `handos eval` matching rule).
 
 Cost = mean 2D distance over the GT hand's labelled joints; Hungarian assignment
 (scipy.optimize.linear_sum_assignment); a pair only counts when its cost is under

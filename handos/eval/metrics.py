@@ -4,7 +4,7 @@ Pure functions, vectorised over hands (leading batch dimensions). The 3D functio
 torch tensors (the result has the input's type); the rest are numpy. Units are whatever the inputs are in:
 the eval command feeds millimetres. Missing joints are NaN (or masked out) and skipped.
 Definitions follow the FreiHAND / HO-3D / DexYCB evaluation code (PCK curve = mean over joints of the
-per-joint fraction under a threshold, AUC = normalised area under that curve) and `../shared/design.md` 3.2.
+per-joint fraction under a threshold, AUC = normalised area under that curve) and the `handos eval` definitions in README.md.
 """
 from __future__ import annotations
 

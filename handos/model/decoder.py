@@ -1,4 +1,4 @@
-"""The HandOS interactive 2D-3D decoder (design 1.1 steps 2-6) on top of the frozen foundation.
+"""The HandOS interactive 2D-3D decoder (the paper's expansion, 2D layers, lifting, interactive layers and heads) on top of the frozen foundation.
 
 Per hand (hands are the batch dimension, so no hand ever attends to another):
   evidence (2D joints, relative depth, confidence, world landmarks) in the ROI frame

@@ -1,4 +1,4 @@
-"""Training losses of the decoder (design 1.1 step 7): vertex, joint, normal, edge, 2D reprojection,
+"""Training losses of the decoder (the HandOS paper's set): vertex, joint, normal, edge, 2D reprojection,
 2D joint (+ OKS), camera, bone length. All are scale-normalised so each term is O(1) early in training."""
 from __future__ import annotations
 

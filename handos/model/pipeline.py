@@ -66,7 +66,7 @@ def file_digest(path: Path) -> str:
 
 
 class HandOS:
-    """The whole model: image(s) in, a list of `Hand` per image out (design section 2)."""
+    """The whole model: image(s) in, a list of `Hand` per image out (image -> foundation -> decoder -> Hand)."""
 
     def __init__(self, foundation, decoder, device: torch.device, version: str, max_hands: int = 2,
                  score_threshold: float = 0.5, fit_camera: bool = True, mesh: str = "skinned") -> None:

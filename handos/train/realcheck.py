@@ -1,11 +1,11 @@
 """Quality check of a decoder on a real set with 3D ground truth (e.g. ge2019_realworld).
 
 The decoder's evidence comes either from a MediaPipe dump (measure_errors.py `dump`, the same
-network as the foundation) or from handos.foundation. Metrics follow design 3.2 on matched hands:
+network as the foundation) or from handos.foundation. Metrics are those of `handos eval` on matched hands:
 PA-MPJPE, root-aligned MPJPE, root depth error, PCK2D, handedness; MediaPipe's world landmarks are
 scored alongside as the baseline.
 
-  python -m handos.train.realcheck --set ../shared/realdata/ge2019_realworld \
+  python -m handos.train.realcheck --set $HANDOS_REALDATA/ge2019_realworld \
       --dump runs/mediapipe_dump.json [--weights handos/weights] [--foundation]
 """
 from __future__ import annotations
@@ -126,7 +126,7 @@ def evidence_from_foundation(set_dir: Path, device: str = "cpu", limit: int | No
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description="decoder quality on a real set with 3D ground truth")
-    ap.add_argument("--set", type=Path, default=Path("../shared/realdata/ge2019_realworld"))
+    ap.add_argument("--set", type=Path, required=True, help="a real set's folder (holding derived_annotations.json)")
     ap.add_argument("--dump", type=Path, default=Path("runs/mediapipe_dump.json"))
     ap.add_argument("--weights", default=None, help="decoder .safetensors or folder (default: shipped)")
     ap.add_argument("--foundation", action="store_true", help="use handos.foundation instead of the dump")

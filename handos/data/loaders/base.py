@@ -123,7 +123,7 @@ class HandDataset:
         raise NotImplementedError
 
     def as_eval_annotations(self, out_path: str | os.PathLike, limit: int | None = None, notes: str = "") -> Path:
-        """Write the first `limit` samples (with at least one hand) as a derived_annotations.json (design 3.2)."""
+        """Write the first `limit` samples (with at least one hand) as a derived_annotations.json (the `handos eval` format)."""
         samples = islice((s for s in self if s["hands"]), limit)
         return write_eval_annotations(samples, out_path, dataset=self.name, source=self.source, license=self.license, notes=notes)
 
