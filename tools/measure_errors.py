@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handos.geometry import procrustes_align, similarity_transform
+
 SETS = ["ge2019_realworld", "interhand26m", "freihand", "onehand10k", "panoptic", "rhd"]
 # MediaPipe's landmark order equals ours (wrist, thumb cmc..tip, index mcp..tip, ...).
 
@@ -182,24 +184,12 @@ def hand_frame(j: np.ndarray) -> np.ndarray:
 
 def _rigid_residual_local(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Residual (21,3) of pred after similarity alignment onto gt (scale kept apart), in gt's hand frame."""
-    p = pred - pred.mean(0)
-    g = gt - gt.mean(0)
-    u, sv, vt = np.linalg.svd(p.T @ g)
-    d = np.sign(np.linalg.det(u @ vt))
-    e = np.array([1.0, 1.0, d])
-    r = u @ np.diag(e) @ vt
-    scale = (sv * e).sum() / (p ** 2).sum()
-    aligned = scale * p @ r + gt.mean(0)
-    return (aligned - gt) @ hand_frame(gt).T
+    return (procrustes_align(pred, gt) - gt) @ hand_frame(gt).T
 
 
 def _rotation_angle(pred: np.ndarray, gt: np.ndarray) -> float:
     """Angle (rad) of the rotation that best aligns pred onto gt (both wrist-relative)."""
-    p = pred - pred.mean(0)
-    g = gt - gt.mean(0)
-    u, _, vt = np.linalg.svd(p.T @ g)
-    d = np.sign(np.linalg.det(u @ vt))
-    r = u @ np.diag([1.0, 1.0, d]) @ vt
+    _, r, _ = similarity_transform(pred, gt)
     return float(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
 
 
