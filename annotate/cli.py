@@ -126,8 +126,8 @@ def predict_missing(items: list[Any], state: Path, weights: str | None, device: 
     """Run the model on images not yet predicted (batched, decode pool; saved to STATE/predictions.jsonl as they come)."""
     from tqdm import tqdm
 
-    from handos.io.records import RecordWriter, read_records
     from handos.batch.runner import run_images
+    from handos.io.records import RecordWriter, read_records
 
     out = state / "predictions.jsonl"
     writer = RecordWriter(str(out), resume=True)

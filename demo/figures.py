@@ -1,7 +1,8 @@
 """Plotly 3D figures of hands in the camera frame (x right, y down, z forward; metres)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go

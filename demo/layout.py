@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
@@ -51,7 +52,7 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
         state = gr.State(None, time_to_live=cfg.state_ttl_s)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                with gr.Tabs() as input_tabs:
+                with gr.Tabs():
                     with gr.Tab("Image", id="image"):
                         image_in = image_input(sources=["upload", "webcam", "clipboard"],
                                               label="Image (any common format; EXIF orientation honoured)",

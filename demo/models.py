@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -1,8 +1,8 @@
 """The annotated image: mesh overlay (optional) under boxes, labels and finger-coloured skeletons."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ class Layers:
     mesh: bool = True
 
     @staticmethod
-    def from_names(names) -> "Layers":
+    def from_names(names) -> Layers:
         """From the names ticked in the 'Show' checkbox group."""
         names = set(names or [])
         return Layers(boxes="boxes" in names, skeleton="skeleton" in names, labels="labels" in names, mesh="mesh" in names)

@@ -1,8 +1,9 @@
 """What the demo keeps between events (an image's or a clip's results) and the helpers both views share."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

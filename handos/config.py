@@ -1,8 +1,8 @@
 """Config helpers shared by the decoder and training configs."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Iterable
 
 from handos.errors import ConfigError
 

@@ -12,6 +12,8 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 # Under CI=true a missing prerequisite (real data, chromium, Label Studio, the MediaPipe venv, an optional
 # package) fails the run with its reason: a green CI means every area was tested. Locally it may skip.
 # Only tests marked `gpu` (CUDA-only) may skip in CI.
+# the Label Studio server fixtures (label_studio, label_studio_boot), shared by every test module
+pytest_plugins = ["labelstudio_server"]
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 # fixtures that imply a tier marker, so `-m "not labelstudio and not browser"` deselects them wherever they hide
 FIXTURE_MARKERS = {"label_studio": "labelstudio", "label_studio_boot": "labelstudio"}

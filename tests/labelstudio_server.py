@@ -81,12 +81,12 @@ class LabelStudioServer:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 600.0) -> "LabelStudioServer":
+    def start(self, timeout: float = 600.0) -> LabelStudioServer:
         """Launch the server and wait until /health answers; raises RuntimeError with the log tail if not."""
         self.launch()
         return self.wait(timeout)
 
-    def launch(self) -> "LabelStudioServer":
+    def launch(self) -> LabelStudioServer:
         """Start the process without waiting (a fresh data dir gets the migrated template database)."""
         exe = label_studio_exe()
         if exe is None:
@@ -106,7 +106,7 @@ class LabelStudioServer:
         self.started_at = time.monotonic()
         return self
 
-    def wait(self, timeout: float = 600.0) -> "LabelStudioServer":
+    def wait(self, timeout: float = 600.0) -> LabelStudioServer:
         """Wait until /health answers (RuntimeError with the log tail if the process dies or time runs out)."""
         if self.proc is None:
             raise RuntimeError("label-studio was not launched")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_annotate_convert import annotate_from_prediction, make_record
 
 from annotate import cli, convert
 from handos.errors import InputError
 from handos.io.records import RecordWriter
-from test_annotate_convert import annotate_from_prediction, make_record
 
 
 @pytest.fixture()
@@ -43,8 +43,9 @@ def test_prediction_files_with_missing_images_say_what_to_do(tmp_path, no_key):
 
 def test_no_key_is_reported_before_any_work(tmp_path, no_key):
     img = tmp_path / "a.png"
-    from annotate.push import encode_png
     import numpy as np
+
+    from annotate.push import encode_png
 
     img.write_bytes(encode_png(np.zeros((8, 8, 3), np.uint8)))
     with pytest.raises(InputError, match="LABEL_STUDIO_API_KEY"):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from labelstudio_server import free_port
 
 from annotate import backend, convert, push
 from handos.errors import HandosError, RemoteError
-from labelstudio_server import free_port, label_studio, label_studio_boot  # noqa: F401  (session fixtures)
 
 pytestmark = pytest.mark.labelstudio
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import statistics
 import struct
@@ -34,7 +33,6 @@ ENV_SECRET = "handos-test-secret-" + "7" * 21
 
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
-from labelstudio_server import label_studio, label_studio_boot  # noqa: E402,F401  (session fixtures)
 
 
 @dataclass
@@ -339,8 +337,9 @@ def test_no_tracebacks_reach_users(demo_server):
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0, times: list[float] | None = None) -> Path:
     """An H.264 mp4 of RGB frames (PyAV); `times` (s) gives explicit presentation times."""
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -421,7 +420,7 @@ def test_bad_clips(client, tmp_path):
     }
     for name, (path, make, expect) in cases.items():
         make(path)
-        msg = error_of(lambda: client.predict(handle_file(str(path)), 0.5, 4, LAYERS, "cpu", True, api_name="/predict_clip"))
+        msg = error_of(lambda path=path: client.predict(handle_file(str(path)), 0.5, 4, LAYERS, "cpu", True, api_name="/predict_clip"))
         assert expect in msg, f"{name}: {msg}"
         assert "/gradio/" not in msg and str(tmp_path) not in msg, msg
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handos.errors import InputError
 from handos.cli import eval as eval_cli
+from handos.errors import InputError
 from handos.eval import run
 from handos.io.camera import default_camera
 from handos.io.schema import Hand, validate_record

@@ -17,8 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from handos.foundation.nets import (LANDMARK_WEIGHTS, PALM_WEIGHTS, LandmarkNet, PalmDetector, load_landmark_net,
-                                    load_palm_detector)
+from handos.foundation.nets import (
+    LANDMARK_WEIGHTS,
+    PALM_WEIGHTS,
+    LandmarkNet,
+    PalmDetector,
+    load_landmark_net,
+    load_palm_detector,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MP_VENV = Path(os.environ.get("HANDOS_MEDIAPIPE_VENV", REPO / ".venv-mediapipe"))
@@ -225,7 +231,7 @@ def test_converter_reproduces_shipped_weights(tmp_path):
     from handos.foundation.convert import convert_wheel
 
     written = convert_wheel(wheels[0], tmp_path)
-    for name, path in written.items():
+    for path in written.values():
         shipped = PALM_WEIGHTS.parent / path.name
         with safe_open(str(path), "np") as a, safe_open(str(shipped), "np") as b:
             assert a.metadata() == b.metadata()

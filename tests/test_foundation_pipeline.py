@@ -17,13 +17,20 @@ import torch
 
 from handos.errors import ConfigError, InputError
 from handos.foundation.anchors import PALM_ANCHOR_OPTIONS, palm_anchors
-from handos.foundation.palm import (PalmDetections, decode_detections, letterbox_rois, remove_letterbox,
-                                    weighted_nms)
+from handos.foundation.palm import PalmDetections, decode_detections, letterbox_rois, remove_letterbox, weighted_nms
 from handos.foundation.pipeline import Foundation, FoundationConfig, FoundationOutput, _Images
 from handos.foundation.recall import dedup_hands, recall_views
-from handos.foundation.roi import (crop_affine, crop_images, invert_affine, normalize_radians,
-                                   project_landmarks, project_world, roi_corners, roi_from_landmarks,
-                                   roi_from_palm)
+from handos.foundation.roi import (
+    crop_affine,
+    crop_images,
+    invert_affine,
+    normalize_radians,
+    project_landmarks,
+    project_world,
+    roi_corners,
+    roi_from_landmarks,
+    roi_from_palm,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MP_PYTHON = REPO / ".venv-mediapipe" / "bin" / "python"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from handos.errors import InputError
 from handos.io.camera import Camera, default_camera
-from handos.io.images import MAX_PIXELS, load_image
+from handos.io.images import load_image
 from handos.io.schema import BONES, JOINT_NAMES, Hand, prediction_record, validate_record
 
 
@@ -59,7 +59,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P", "I;16", "1"])
 def test_modes_load_as_rgb(mode):
-    pil = Image.fromarray(RGB).convert(mode) if mode != "I;16" else Image.fromarray((RGB[..., 0].astype(np.uint16) * 257))
+    pil = Image.fromarray(RGB).convert(mode) if mode != "I;16" else Image.fromarray(RGB[..., 0].astype(np.uint16) * 257)
     fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
     img = load_image(encode(pil, fmt))
     assert img.rgb.shape == (30, 40, 3) and img.rgb.dtype == np.uint8

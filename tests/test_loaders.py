@@ -14,8 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handos.data.loaders import (CocoWholeBodyHands, DexYCB, FreiHAND, HamerNpz, HInt, HO3D, load_dataset,
-                                 write_eval_annotations)
+from handos.data.loaders import (
+    HO3D,
+    CocoWholeBodyHands,
+    DexYCB,
+    FreiHAND,
+    HamerNpz,
+    HInt,
+    load_dataset,
+    write_eval_annotations,
+)
 from handos.errors import InputError
 from handos.io.schema import JOINT_NAMES
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from handos.__main__ import main as cli
+from handos.batch.runner import run_images
 from handos.io.manifest import expand_inputs
 from handos.io.records import RecordWriter, read_records
-from handos.batch.runner import run_images
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 processes under torchrun on the CPU with gloo)."""
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest

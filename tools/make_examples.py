@@ -8,7 +8,6 @@ Nothing here comes from a data set: poses are the hand model's presets, backgrou
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
+from handos.batch.runner import RunSummary
 from handos.errors import HandosError, InputError
 from handos.io.manifest import WorkItem
 from handos.io.records import RecordWriter
-from handos.batch.runner import RunSummary
 
 
 class RayPredictor:

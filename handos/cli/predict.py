@@ -90,8 +90,8 @@ def main(argv: list[str]) -> int:
 
     from tqdm import tqdm
 
-    from handos.io.records import RecordWriter
     from handos.batch.runner import run_images
+    from handos.io.records import RecordWriter
 
     writer = RecordWriter(args.out, shard_size=args.shard_size, fmt=args.format, resume=not args.no_resume)
     todo = sum(1 for it in images if it.file not in writer.done)

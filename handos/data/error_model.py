@@ -67,7 +67,7 @@ class ErrorModel:
     noise_scale: float = 1.0  # global multiplier (1 = as measured)
 
     @staticmethod
-    def load(path: str | Path = STATS_PATH, **overrides) -> "ErrorModel":
+    def load(path: str | Path = STATS_PATH, **overrides) -> ErrorModel:
         """The model from a stats JSON written by measure_errors.py."""
         s = json.loads(Path(path).read_text())
         t = lambda k: torch.tensor(s[k], dtype=torch.float32)  # noqa: E731

@@ -147,9 +147,9 @@ def start_mediapipe(python: str, paths: list[str]) -> subprocess.Popen:
 
 def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> dict:
     """Images/s of the streaming runner (decode pool with `workers` threads, 0 = inline decode)."""
+    from handos.batch.runner import run_images
     from handos.io.manifest import WorkItem
     from handos.io.records import RecordWriter
-    from handos.batch.runner import run_images
 
     with tempfile.TemporaryDirectory() as tmp:
         writer = RecordWriter(os.path.join(tmp, "p.jsonl"))
@@ -159,8 +159,8 @@ def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> d
 
 def time_ray(paths: list[str], batch_size: int) -> dict:
     """Images/s through Ray Data with 2 CPU actors on a local Ray instance."""
-    from handos.io.manifest import WorkItem
     from handos.batch.ray import run_ray
+    from handos.io.manifest import WorkItem
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_ray([WorkItem(p, p) for p in paths], os.path.join(tmp, "p.jsonl"), num_actors=2,

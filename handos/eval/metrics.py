@@ -8,7 +8,7 @@ per-joint fraction under a threshold, AUC = normalised area under that curve) an
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

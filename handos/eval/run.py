@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from handos.errors import InputError
 from handos.eval.report import EvalAccumulator, GTHand, PredHand

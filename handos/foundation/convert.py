@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except HandosError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for name, path in written.items():
+    for path in written.values():
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     print(f"wrote {args.out / 'NOTICE'}")
     return 0

@@ -483,6 +483,6 @@ def build_template() -> Template:
         vals = {f: getattr(base, f) for f in SHAPE_NAMES}
         vals[name] += SHAPE_STEP[name]
         v1, _ = _subdivided(Design(**vals), smat)
-        dirs.append(((v1 - origin * (1.0 + (SHAPE_STEP[name] if name == "scale" else 0.0))) @ rot.T - verts))
+        dirs.append((v1 - origin * (1.0 + (SHAPE_STEP[name] if name == "scale" else 0.0))) @ rot.T - verts)
     shapedirs = np.stack(dirs, axis=-1)  # (V, 3, S)
     return Template(verts, faces, fine_quads, weights, reg, joints, shapedirs, joint_frames(joints))

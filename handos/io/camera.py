@@ -31,7 +31,7 @@ class Camera:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @staticmethod
-    def from_any(value: "Camera | dict | None", width: int, height: int, exif_focal_35mm: float | None = None) -> "Camera":
+    def from_any(value: Camera | dict | None, width: int, height: int, exif_focal_35mm: float | None = None) -> Camera:
         """A Camera from a Camera, a {fx,fy,cx,cy} dict (cx/cy optional), EXIF, or the default."""
         if isinstance(value, Camera):
             return value

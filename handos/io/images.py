@@ -6,7 +6,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,7 +16,7 @@ MAX_PIXELS = 50_000_000  # decompression-bomb limit (about 7000 x 7000)
 MIN_SIDE = 16  # nothing smaller can hold a hand the detector can see
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
-ImageLike = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+ImageLike = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 
 @dataclass

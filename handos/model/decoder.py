@@ -60,7 +60,7 @@ class DecoderConfig:
             raise ConfigError(f"decoder config joints_3d must be 'mesh' or 'direct', got {self.joints_3d!r}")
 
     @staticmethod
-    def from_dict(d: dict) -> "DecoderConfig":
+    def from_dict(d: dict) -> DecoderConfig:
         """Config from a dict; unknown keys are an error."""
         check_keys(d, DecoderConfig, "decoder config keys")
         return DecoderConfig(**d)
@@ -77,7 +77,7 @@ class DecoderInput:
     world: torch.Tensor | None = None  # (N,21,3) m, hand-centred, camera-aligned axes
     roi: torch.Tensor | None = None  # (N,5) the foundation's ROI (informative; the decoder uses landmark_roi)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "DecoderInput":
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> DecoderInput:
         """Copy onto a device/dtype."""
         return DecoderInput(**{f.name: (None if getattr(self, f.name) is None else
                                         getattr(self, f.name).to(device=device, dtype=dtype))

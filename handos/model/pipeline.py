@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,7 +159,7 @@ class HandOS:
             fout = parts[0][1] if len(parts) == 1 else concat_outputs(parts, n)
         return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
 
-    def decode_step(self) -> "DecodeStep":
+    def decode_step(self) -> DecodeStep:
         """The decoder + camera refit + mesh as one module (traced and frozen on the CPU), rebuilt when
         `decoder`, `mesh` or `fit_camera` change."""
         key = (id(self.decoder), self.mesh, self.fit_camera)

@@ -1,7 +1,7 @@
 """2D overlays of detected hands: boxes with labels, 21-keypoint skeletons coloured per finger, meshes."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np

@@ -52,6 +52,13 @@ def _quantise(size: torch.Tensor) -> torch.Tensor:
     return torch.where(size <= 64, small, large)
 
 
+def _edge(tri: torch.Tensor, a: int, b: int, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Edge function of the edge a->b of triangles tri (n, 3, 2) at pixels px (n, 1, sw), py (n, sh, 1)."""
+    pa, pb = tri[:, a], tri[:, b]
+    return ((pb[:, 0] - pa[:, 0])[:, None, None] * (py - pa[:, 1, None, None])
+            - (pb[:, 1] - pa[:, 1])[:, None, None] * (px - pa[:, 0, None, None]))
+
+
 def rasterize_fragments(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,
                         near: float = 1e-3, cull_backfaces: bool = False) -> Fragments:
     """Rasterize a triangle mesh given in the camera frame (x right, y down, z forward) into H x W.
@@ -92,12 +99,8 @@ def rasterize_fragments(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.T
             t = tri[f]  # (n, 3, 2)
             ar = area[f][:, None, None]
 
-            def edge(a: int, b: int) -> torch.Tensor:
-                pa, pb = t[:, a], t[:, b]
-                return ((pb[:, 0] - pa[:, 0])[:, None, None] * (py - pa[:, 1, None, None])
-                        - (pb[:, 1] - pa[:, 1])[:, None, None] * (px - pa[:, 0, None, None]))
-
-            b0, b1, b2 = edge(1, 2) / ar, edge(2, 0) / ar, edge(0, 1) / ar  # screen barycentrics
+            b0, b1, b2 = (_edge(t, 1, 2, px, py) / ar, _edge(t, 2, 0, px, py) / ar,
+                          _edge(t, 0, 1, px, py) / ar)  # screen barycentrics
             inside = inbox & (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
             zf = z[f]
             zinv = b0 / zf[:, 0, None, None] + b1 / zf[:, 1, None, None] + b2 / zf[:, 2, None, None]

@@ -1,7 +1,7 @@
 """Mesh shading and compositing on top of the rasterizer: smooth Lambert + Blinn-Phong, alpha blend."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ from handos.data.loaders.base import HandDataset, HandLabel, Sample, write_eval_
 from handos.data.loaders.coco_wholebody import CocoWholeBodyHands
 from handos.data.loaders.dexycb import DexYCB
 from handos.data.loaders.freihand import FreiHAND
-from handos.data.loaders.hint import HInt, HamerNpz
+from handos.data.loaders.hint import HamerNpz, HInt
 from handos.data.loaders.ho3d import HO3D
 
 LOADERS: dict[str, type[HandDataset]] = {

@@ -11,7 +11,7 @@ Joint order (dex_ycb_toolkit `_MANO_JOINTS`): wrist, thumb mcp/pip/dip/tip, inde
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from handos.data.loaders.base import HandDataset, Sample, remap, require, tight_
 TO_OURS = np.arange(21)  # DexYCB (MANO 21-joint order with tips) == ours
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_yaml(path: str) -> dict:
     """A small YAML file (cached: many frames share one)."""
     import yaml  # PyYAML (a dependency of huggingface_hub)

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from handos.data.loaders.base import HandDataset, Sample, camera_from_matrix, image_size, project, remap, require, tight_box
+from handos.data.loaders.base import (
+    HandDataset,
+    Sample,
+    camera_from_matrix,
+    image_size,
+    project,
+    remap,
+    require,
+    tight_box,
+)
 
 TO_OURS = np.arange(21)  # FreiHAND order == ours
 VERSIONS = ("gs", "hom", "sample", "auto")  # the 4 appearance variants of the training images

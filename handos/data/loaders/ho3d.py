@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from handos.data.loaders.base import HandDataset, Sample, camera_from_matrix, image_size, project, remap, require, tight_box
+from handos.data.loaders.base import (
+    HandDataset,
+    Sample,
+    camera_from_matrix,
+    image_size,
+    project,
+    remap,
+    require,
+    tight_box,
+)
 
 TO_OURS = np.array([0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20])
 GL_TO_CV = np.array([1.0, -1.0, -1.0])  # flip y and z
