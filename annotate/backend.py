@@ -1,7 +1,9 @@
 """A Label Studio ML backend serving handos predictions: `python -m annotate.backend --port 9090`.
 
 It speaks Label Studio's ML backend HTTP API: GET /health (and /), POST /setup, POST /predict,
-POST /webhook, GET /metrics. Connect it in a project under Settings -> Model. It fetches task images
+POST /webhook, POST /train, GET /versions, GET /metrics; with --versions-dir it fine-tunes from the
+annotators' work and switches versions only when validation says no worse (annotate.training).
+Connect it in a project under Settings -> Model. It fetches task images
 only from the Label Studio it is configured for (`--ls-url` or LABEL_STUDIO_URL, key from
 LABEL_STUDIO_API_KEY) or from files under `--local-root`, never from other hosts, and never more
 than `--max-image-mb`. The key is sent only with requests for Label Studio's media paths (MEDIA_PATHS),
@@ -255,6 +257,7 @@ class HandosBackend:
         self._device, self._weights = device, weights
         self.fetcher = fetcher or ImageFetcher()
         self.lock = threading.Lock()  # one inference at a time: the model is not shared across threads
+        self.trainer: Any = None  # annotate.training.Trainer when the backend trains from webhooks
 
     @property
     def predictor(self) -> Predictor:
@@ -391,6 +394,10 @@ def make_handler(backend: HandosBackend, basic_auth: tuple[str, str] | None = No
                 self._send(200, {"status": "UP", "model_class": "handos", "model_version": backend.version})
             elif path == "/metrics":
                 self._send(200, {})
+            elif path == "/versions" and backend.trainer is not None:
+                self._send(200, backend.trainer.versions())
+            elif path == "/versions":
+                self._send(200, {"versions": [backend.version]})
             else:
                 self._send(404, {"error": f"no route {path}"})
 
@@ -407,10 +414,12 @@ def make_handler(backend: HandosBackend, basic_auth: tuple[str, str] | None = No
                 elif path == "/predict":
                     status, payload = backend.predict(body)
                     self._send(status, payload)
+                elif path in ("/webhook", "/train") and backend.trainer is not None:  # annotate.training
+                    self._send(*(backend.trainer.on_webhook(body) if path == "/webhook" else backend.trainer.start()))
                 elif path == "/webhook":
-                    self._send(200, {"status": "ok", "note": "handos does not train from Label Studio events"})
+                    self._send(200, {"status": "ok", "note": "training from webhooks is off: start with --versions-dir"})
                 elif path == "/train":
-                    self._send(200, {"status": "ok", "note": "training runs offline: python -m handos train"})
+                    self._send(200, {"status": "ok", "note": "training from webhooks is off: start with --versions-dir"})
                 elif path == "/versions":
                     self._send(200, {"versions": [backend.version]})
                 else:
@@ -450,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-image-mb", type=float, default=20.0, help="refuse task images larger than this")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
+    t = p.add_argument_group("training from annotations (see annotate.training)")
+    t.add_argument("--versions-dir", default=None,
+                   help="fine-tune from submitted annotations (Label Studio webhooks) into DIR/vNNN; off when unset")
+    t.add_argument("--train-every", type=int, default=20, help="start a run after this many new annotations")
+    t.add_argument("--train-command", default=None,
+                   help="the fine-tuning command (default: python -m handos train); gets --finetune DATA --out DIR [--weights W]")
+    t.add_argument("--train-args", default="", help="extra arguments for it, e.g. \"--steps 500 --foundation frozen\"")
+    t.add_argument("--train-project", type=int, default=None, help="train only on this project id's annotations")
     return p
 
 
@@ -465,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be fetched")
         basic_auth = basic_auth_from_env()
         backend = HandosBackend(fetcher=fetcher, device=args.device, weights=args.weights)
+        if args.versions_dir:
+            from annotate import training
+
+            backend.trainer = training.trainer_from_args(args)
+            backend.trainer.attach(backend)
         log.info("loading the handos model ...")
         version = backend.version
         server = make_server(backend, args.host, args.port, basic_auth=basic_auth)
@@ -484,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        if backend.trainer is not None:
+            backend.trainer.close()
     return 0
 
 
