@@ -7,7 +7,7 @@ from pathlib import Path
 
 from handos.errors import InputError
 from handos.eval.report import format_report
-from handos.eval.run import Predictor, evaluate, load_annotations, read_jsonl, score_records
+from handos.eval.run import PROMPTS, Predictor, evaluate, load_annotations, read_jsonl, score_records
 from handos.foundation import RECALL_MODES
 
 
@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort (see handos.load); off = MediaPipe's own path")
     p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
+    p.add_argument("--prompt-boxes", choices=PROMPTS, default=None,
+                   help="prompt the model with boxes instead of detecting: gt = each GT hand's tight 2D joint box, "
+                        "grown by --grow (one hand per box; same matching and metrics)")
+    p.add_argument("--grow", type=float, default=0.2,
+                   help="with --prompt-boxes: scale each box side by 1 + GROW about its centre (default 0.2)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=8, help="images per predict_batch call (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -34,6 +39,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.prompt_boxes and (args.foundation_only or args.from_preds):
+        raise InputError("--prompt-boxes runs the full pipeline: drop --foundation-only / --from-preds")
     ann_path = Path(args.annotations)
     ann = load_annotations(ann_path)
     if args.from_preds:
@@ -46,7 +53,8 @@ def main(argv: list[str]) -> int:
             if preds_path is not None:
                 preds_path.parent.mkdir(parents=True, exist_ok=True)
                 fh = preds_path.open("w")
-            report = evaluate(ann, predictor, ann_path.parent, preds_out=fh, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet)
+            report = evaluate(ann, predictor, ann_path.parent, preds_out=fh, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet,
+                              prompt_boxes=args.prompt_boxes, grow=args.grow)
         finally:
             if fh is not None:
                 fh.close()
@@ -54,6 +62,8 @@ def main(argv: list[str]) -> int:
             report["predictions_file"] = str(preds_path)
     report["annotations"] = str(ann_path)
     report["mode"] = "foundation-only" if args.foundation_only else ("saved-predictions" if args.from_preds else "pipeline")
+    if args.prompt_boxes:
+        report["mode"] = f"pipeline, box prompts ({args.prompt_boxes}, grow {args.grow:g})"
     print(format_report(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

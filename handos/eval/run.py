@@ -8,20 +8,55 @@ The annotation format is derived_annotations.json: {"dataset", "images": [{"file
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import numpy as np
+
 from handos.errors import InputError
 from handos.eval.report import EvalAccumulator, GTHand, PredHand
 
 
 class Predictor(Protocol):
-    """What `evaluate` needs from a model."""
+    """What `evaluate` needs from a model (`boxes` only for box prompts: one [[x1, y1, x2, y2], ...] per image)."""
 
-    def predict_batch(self, images: list, cameras: list | None = None) -> list[list[Any]]: ...
+    def predict_batch(self, images: list, cameras: list | None = None, **kwargs: Any) -> list[list[Any]]: ...
+
+
+PROMPTS = ("gt",)
+
+
+def grown_box(box: np.ndarray, grow: float) -> np.ndarray:
+    """A box (4,) xyxy with each side length scaled by (1 + grow) about its centre (grow 0.2: 10 % more per edge)."""
+    c, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * (1.0 + grow)
+    return np.concatenate([c - half, c + half])
+
+
+def gt_prompt_boxes(hands: list[dict[str, Any]], grow: float, width: float, height: float) -> list[list[float]]:
+    """Box prompts for an image's GT hands: each hand's tight box of its labelled 2D joints, grown by `grow`.
+
+    A hand with fewer than two labelled joints (or a zero-size joint box) falls back to its `bbox_xyxy`;
+    one with neither, or whose box lies outside the image, gets no prompt (it stays unmatched).
+    """
+    out = []
+    for h in hands:
+        j = np.array([[np.nan, np.nan] if p is None else p for p in h["joints_2d"]], dtype=np.float64)  # (21,2)
+        j = j[np.isfinite(j).all(1)]
+        box = np.r_[j.min(0), j.max(0)] if len(j) >= 2 else None
+        if box is None or not (box[2] > box[0] and box[3] > box[1]):
+            bb = h.get("bbox_xyxy")
+            box = np.asarray(bb, dtype=np.float64) if bb is not None and len(bb) == 4 else None
+        if box is None or not np.isfinite(box).all() or not (box[2] > box[0] and box[3] > box[1]):
+            continue
+        box = grown_box(box, grow)
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            continue
+        out.append(box.tolist())
+    return out
 
 
 def load_annotations(path: str | Path) -> dict[str, Any]:
@@ -58,12 +93,20 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    prompt_boxes: str | None = None,
+    grow: float = 0.2,
 ) -> dict[str, Any]:
     """Run `predictor` on every annotated image (with its camera when given) and return the report dict.
 
     Images are read relative to `root` (the annotation file's folder). Predictions are written to
-    `preds_out` as handos.prediction/1 JSON lines, one per image, as they come.
+    `preds_out` as handos.prediction/1 JSON lines, one per image, as they come. With `prompt_boxes="gt"`
+    the predictor gets box prompts instead of detecting: each GT hand's tight 2D joint box with each side
+    scaled by (1 + grow) about its centre (`gt_prompt_boxes`); scoring is unchanged.
     """
+    if prompt_boxes is not None and prompt_boxes not in PROMPTS:
+        raise InputError(f"prompt_boxes must be one of {', '.join(PROMPTS)}, got {prompt_boxes!r}")
+    if not (math.isfinite(grow) and grow > -1.0):
+        raise InputError(f"grow must be a number above -1 (0.2 = each side 1.2 x as long), got {grow}")
     from handos.io.camera import Camera
     from handos.io.images import load_image
     from handos.io.schema import prediction_record
@@ -82,7 +125,11 @@ def evaluate(
             loaded.append(load_image(path))
         # the camera each image is evaluated with: given, else EXIF focal, else the default field of view
         cams = [Camera.from_any(im.get("camera"), li.width, li.height, li.focal_35mm) for im, li in zip(batch, loaded)]
-        results = predictor.predict_batch([li.rgb for li in loaded], cams)
+        if prompt_boxes is None:
+            results = predictor.predict_batch([li.rgb for li in loaded], cams)
+        else:
+            boxes = [gt_prompt_boxes(im["hands"], grow, li.width, li.height) for im, li in zip(batch, loaded)]
+            results = predictor.predict_batch([li.rgb for li in loaded], cams, boxes=boxes)
         if len(results) != len(batch):
             raise InputError(f"predictor returned {len(results)} results for {len(batch)} images")
         for im, li, cam, hands in zip(batch, loaded, cams, results):
@@ -94,6 +141,8 @@ def evaluate(
         bar.update(len(batch))
     bar.close()
     report = _finish(acc, annotations, model_name)
+    if prompt_boxes is not None:
+        report["prompt_boxes"] = f"{prompt_boxes} (tight 2D joint box, each side x{1.0 + grow:g} about its centre)"
     report["seconds_per_image"] = round((time.perf_counter() - t0) / max(1, len(images)), 4)
     return report
 

@@ -36,12 +36,13 @@ from handos.foundation.roi import (
     crop_images_cv2,
     project_landmarks,
     project_world,
+    roi_from_box,
     roi_from_landmarks,
     roi_from_palm,
 )
 from handos.foundation.types import FoundationConfig, FoundationOutput
 
-__all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks"]
+__all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks", "check_boxes"]
 
 PALM_SIZE = 192
 LANDMARK_SIZE = 224
@@ -98,6 +99,39 @@ def _check_images(images) -> list[np.ndarray]:
         if im.shape[0] < 2 or im.shape[1] < 2:
             raise InputError(f"image {i} is too small ({im.shape[1]}x{im.shape[0]} px)")
         out.append(np.ascontiguousarray(im))
+    return out
+
+
+def check_boxes(boxes, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Hand boxes per image ((k,4) xyxy px, or None) as float64 CPU tensors; InputError for an unusable box.
+
+    A box must be 4 finite numbers with x2 > x1, y2 > y1, at least partly inside its (W,H) image.
+    """
+    if boxes is None or isinstance(boxes, (str, bytes)) or len(boxes) != len(sizes):
+        n = "no" if boxes is None else (len(boxes) if not isinstance(boxes, (str, bytes)) else "a string")
+        raise InputError(f"boxes has {n} entries for {len(sizes)} images; give one list of [x1, y1, x2, y2] per image")
+    out: list[torch.Tensor] = []
+    for i, (b, (w, h)) in enumerate(zip(boxes, sizes)):
+        if b is None:
+            out.append(None)  # type: ignore[arg-type]
+            continue
+        try:
+            t = torch.as_tensor(np.asarray(b, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise InputError(f"boxes[{i}] must be a list of [x1, y1, x2, y2] boxes in pixels") from None
+        if t.numel() == 0:
+            out.append(torch.zeros((0, 4), dtype=torch.float64))
+            continue
+        if t.ndim != 2 or t.shape[1] != 4:
+            raise InputError(f"boxes[{i}] must be a list of [x1, y1, x2, y2] boxes in pixels, got shape {tuple(t.shape)}")
+        for k, (x1, y1, x2, y2) in enumerate(t.tolist()):
+            if not all(np.isfinite([x1, y1, x2, y2])):
+                raise InputError(f"boxes[{i}][{k}] has a non-finite coordinate: {[x1, y1, x2, y2]}")
+            if not (x2 > x1 and y2 > y1):
+                raise InputError(f"boxes[{i}][{k}] = {[x1, y1, x2, y2]} needs x2 > x1 and y2 > y1 ([x1, y1, x2, y2] px)")
+            if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+                raise InputError(f"boxes[{i}][{k}] = {[x1, y1, x2, y2]} lies outside the {w}x{h} image")
+        out.append(t)
     return out
 
 
@@ -267,6 +301,33 @@ class Foundation:
         out = out.select((out.presence >= cfg.min_presence).to(self.device))
         if boost != "off":
             out = confirm_recall(out, cfg, mh)
+        return out
+
+    @torch.no_grad()
+    def detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int = 1) -> FoundationOutput:
+        """Exactly one hand per given box, in order: the landmark net on each box's ROI, no palm detection.
+
+        images: list of B (H,W,3) uint8 RGB arrays; boxes: one (k,4) [x1, y1, x2, y2] px per image (k may be 0).
+        Each box gives an upright square ROI (`roi_from_box`); with `refine`, the landmark net runs again that
+        many times on the ROI its own landmarks give (`next_roi`, rotation included) and the last pass is kept.
+        No hand is dropped (presence is the score); `roi_index` is the box's index within its image.
+        """
+        imgs_np = _check_images(images)
+        given = check_boxes(boxes, [(im.shape[1], im.shape[0]) for im in imgs_np])
+        if any(b is None for b in given):
+            raise InputError("detect_boxes needs a box list (possibly empty) for every image, not None")
+        if not imgs_np:
+            return self._empty(torch.zeros((0, 2), dtype=torch.long))
+        imgs = _Images(imgs_np, self.device)
+        rois_in = [[RoiCandidate(r, float("nan"), k, False) for k, r in enumerate(roi_from_box(b))] for b in given]
+        if not any(rois_in):
+            return self._empty(imgs.sizes)
+        out = self.landmarks_on_rois(imgs, rois_in)
+        for _ in range(int(refine)):  # the rotation and scale the first pass's landmarks give
+            nxt = out.next_roi.double().cpu()
+            rois_in = [[RoiCandidate(nxt[j], float("nan"), int(out.roi_index[j]), False) for j in out.per_image(i).tolist()]
+                       for i in range(len(imgs_np))]
+            out = self.landmarks_on_rois(imgs, rois_in)
         return out
 
     def landmarks_on_rois(self, imgs: _Images, rois_in: list[list[RoiCandidate]]) -> FoundationOutput:

@@ -23,6 +23,9 @@ MODEL_SERIES = ".".join(__version__.split(".")[:2])
 
 DECODER_FILE = "decoder.safetensors"
 
+# hand boxes of one image: [[x1, y1, x2, y2], ...] px (a list, a (k,4) array or tensor)
+BoxesLike = Sequence[Sequence[float]] | np.ndarray | torch.Tensor
+
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
     """The decoder weights file: shipped (None, or $HANDOS_WEIGHTS), a local file or folder, or a Hub repo id."""
@@ -98,6 +101,7 @@ class HandOS:
         self.version = version
         self.max_hands = max_hands
         self.score_threshold = score_threshold
+        self.box_refine = 1  # box prompts: landmark passes on the ROI the previous pass's landmarks give
 
     # ---- inputs -------------------------------------------------------------------------------
     @staticmethod
@@ -113,14 +117,55 @@ class HandOS:
         return Camera.from_any(camera, image.width, image.height, image.focal_35mm)
 
     # ---- prediction ---------------------------------------------------------------------------
-    def __call__(self, image: ImageLike, camera: Camera | dict | None = None, **kwargs: Any) -> list[Hand]:
-        """Hands in one image."""
-        return self.predict_batch([image], [camera], **kwargs)[0]
+    def __call__(self, image: ImageLike, camera: Camera | dict | None = None, boxes: BoxesLike | None = None,
+                 **kwargs: Any) -> list[Hand]:
+        """Hands in one image; with `boxes` ([[x1, y1, x2, y2], ...] px), exactly one hand per box, in order."""
+        return self.predict_batch([image], [camera], boxes=None if boxes is None else [boxes], **kwargs)[0]
 
     def predict_batch(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
-                      max_hands: int | None = None, score_threshold: float | None = None) -> list[list[Hand]]:
-        """Hands in each of several images, in one foundation + decoder pass."""
+                      max_hands: int | None = None, score_threshold: float | None = None,
+                      boxes: Sequence[BoxesLike | None] | None = None) -> list[list[Hand]]:
+        """Hands in each of several images, in one foundation + decoder pass.
+
+        boxes: None (the palm detector finds the hands), or one entry per image: None (detect on that image)
+        or [[x1, y1, x2, y2], ...] px, which gives exactly one hand per box, in the given order, with no palm
+        detection and no score threshold (see `predict_boxes`).
+        """
+        if boxes is not None:
+            return self.predict_boxes(images, cameras, boxes, max_hands=max_hands, score_threshold=score_threshold)
         return self.predict_frames(images, cameras, max_hands=max_hands, score_threshold=score_threshold)
+
+    @torch.no_grad()
+    def predict_boxes(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None,
+                      boxes: Sequence[BoxesLike | None], max_hands: int | None = None,
+                      score_threshold: float | None = None) -> list[list[Hand]]:
+        """Box-prompted hands: for each image with a box list, one Hand per box (the landmark net on the box's
+        square ROI, then `box_refine` passes on the ROI its landmarks give, then the decoder); the Hand's score
+        is the landmark net's presence and is never thresholded. Images whose entry is None are detected as usual.
+        """
+        from handos.foundation.pipeline import check_boxes
+
+        loaded = self.load_images(images)
+        n = len(loaded)
+        cams = [self.camera_for(im, (cameras[i] if cameras is not None else None)) for i, im in enumerate(loaded)]
+        sizes = [(im.width, im.height) for im in loaded]
+        given = check_boxes(boxes, sizes)
+        out: list[list[Hand]] = [[] for _ in range(n)]
+        free = [i for i in range(n) if given[i] is None]
+        if free:
+            found = self.predict_frames([loaded[i] for i in free], [cams[i] for i in free], max_hands=max_hands,
+                                        score_threshold=score_threshold)
+            for i, hands in zip(free, found):
+                out[i] = hands
+        prompted = [i for i in range(n) if given[i] is not None]
+        if prompted:
+            fout = self.foundation.detect_boxes([loaded[i].rgb for i in prompted], [given[i] for i in prompted],
+                                                refine=self.box_refine)
+            hands = self.hands_from_foundation(fout, [cams[i] for i in prompted], [sizes[i] for i in prompted],
+                                               threshold=float("-inf"), keep_order=True)
+            for i, h in zip(prompted, hands):
+                out[i] = h
+        return out
 
     @torch.no_grad()
     def predict_frames(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
@@ -169,8 +214,10 @@ class HandOS:
             cached = self.__dict__["_step"] = (key, DecodeStep(self.decoder, template, self.fit_camera))
         return cached[1]
 
-    def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float) -> list[list[Hand]]:
-        """Run the decoder on the foundation's hands and assemble `Hand` objects per image."""
+    def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float,
+                              keep_order: bool = False) -> list[list[Hand]]:
+        """Run the decoder on the foundation's hands and assemble `Hand` objects per image (by score, or in the
+        foundation's order with `keep_order`)."""
         from handos.model.decoder import decoder_inputs_from_foundation
 
         n_images = len(cams)
@@ -187,7 +234,7 @@ class HandOS:
         presence = fout.presence.float().cpu().numpy()
         boxes = fout.box.float().cpu().numpy()
         roi_index = fout.roi_index.cpu().numpy()
-        order = np.argsort(-score, kind="stable")
+        order = np.arange(len(score)) if keep_order else np.argsort(-score, kind="stable")
         for j in order:
             if score[j] < threshold:
                 continue
@@ -206,16 +253,18 @@ class HandOS:
 
     # ---- records ------------------------------------------------------------------------------
     def record(self, image: ImageLike, camera: Camera | dict | None = None, file: str | None = None,
-               include_vertices: bool = False) -> dict[str, Any]:
-        """The schema record (handos.prediction/1) of one image."""
-        return self.records_batch([image], [camera], [file], include_vertices)[0]
+               include_vertices: bool = False, boxes: BoxesLike | None = None) -> dict[str, Any]:
+        """The schema record (handos.prediction/1) of one image (with `boxes`: exactly one hand per box)."""
+        return self.records_batch([image], [camera], [file], include_vertices,
+                                  boxes=None if boxes is None else [boxes])[0]
 
     def records_batch(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None = None,
-                      files: Sequence[str | None] | None = None, include_vertices: bool = False) -> list[dict[str, Any]]:
-        """Schema records of several images, predicted in one batch."""
+                      files: Sequence[str | None] | None = None, include_vertices: bool = False,
+                      boxes: Sequence[BoxesLike | None] | None = None) -> list[dict[str, Any]]:
+        """Schema records of several images, predicted in one batch (`boxes` as in `predict_batch`)."""
         loaded = self.load_images(images)
         cams = [self.camera_for(im, cameras[i] if cameras is not None else None) for i, im in enumerate(loaded)]
-        hands = self.predict_batch(loaded, cams)
+        hands = self.predict_batch(loaded, cams, boxes=boxes)
         names = files if files is not None else [im.name for im in loaded]
         return [prediction_record(names[i] if names[i] is not None else loaded[i].name, im.width, im.height,
                                   cams[i].to_dict(), hands[i], self.version, include_vertices=include_vertices)
@@ -335,5 +384,14 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
     except Exception as err:
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
     foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall))
-    return HandOS(foundation, decoder, dev, version=f"handos-{MODEL_SERIES}-{file_digest(path)}", max_hands=max_hands,
+    from handos.foundation.nets import load_landmark_net, load_palm_detector
+
+    for attr, file, loader in (("landmark_net", "hand_landmark_full.safetensors", load_landmark_net),
+                               ("palm_net", "palm_detection_full.safetensors", load_palm_detector)):
+        if path.parent != WEIGHTS_DIR and (path.parent / file).is_file():  # fine-tuned nets beside the decoder
+            setattr(foundation, attr, loader(dev, path=path.parent / file))
+    version = f"handos-{MODEL_SERIES}-{file_digest(path)}"
+    if decoder.config.version.startswith("handos-finetune"):  # fine-tuned weights name themselves
+        version = f"{decoder.config.version}-{file_digest(path)}"
+    return HandOS(foundation, decoder, dev, version=version, max_hands=max_hands,
                   score_threshold=score_threshold, mesh=mesh)
