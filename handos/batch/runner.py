@@ -52,6 +52,14 @@ def decoded_stream(items: list[WorkItem], workers: int, prefetch: int) -> Iterat
             yield fut.result()
 
 
+def box_error(item: WorkItem, image: LoadedImage) -> str | None:
+    """Why an item's box prompts cannot be used on its image (a box outside it), or None."""
+    for k, (x1, y1, x2, y2) in enumerate(item.boxes or ()):
+        if x2 <= 0 or y2 <= 0 or x1 >= image.width or y1 >= image.height:
+            return f"{item.file}: boxes[{k}] = {[x1, y1, x2, y2]} lies outside the {image.width}x{image.height} image"
+    return None
+
+
 def run_images(
     model,
     items: list[WorkItem],
@@ -69,11 +77,15 @@ def run_images(
     batch: list[tuple[WorkItem, LoadedImage]] = []
 
     def flush() -> None:
+        prompts = [it.boxes for it, _ in batch]
+        extra = {"boxes": [None if b is None else [list(x) for x in b] for b in prompts]} if any(
+            b is not None for b in prompts) else {}  # box prompts: exactly those hands (HandOS.records_batch)
         records = model.records_batch(
             [img for _, img in batch],
             cameras=[it.camera for it, _ in batch],
             files=[it.file for it, _ in batch],
             include_vertices=include_vertices,
+            **extra,
         )
         for rec in records:
             writer.write(rec)
@@ -84,6 +96,8 @@ def run_images(
         batch.clear()
 
     for item, image, error in decoded_stream(todo, workers, prefetch=max(2 * batch_size, 4)):
+        if error is None and item.boxes is not None:
+            error = box_error(item, image)
         if error is not None:
             writer.write_error(item.file, error)
             summary.failed += 1

@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     """The predict verb's options."""
     p = argparse.ArgumentParser(prog="handos predict", description="Find hands and reconstruct them in 3D.")
-    p.add_argument("inputs", nargs="+", help="images, folders, globs, JSONL manifests ({file, camera} per line) or clips")
+    p.add_argument("inputs", nargs="*", help="images, folders, globs, JSONL manifests ({file, camera} per line) or clips")
     p.add_argument("--out", required=True, help="output .jsonl file, or a folder for shards")
+    p.add_argument("--boxes", default=None, metavar="JSONL",
+                   help="hand boxes to reconstruct instead of detecting: one {\"file\", \"boxes\": [[x1, y1, x2, y2], ...], "
+                        "\"camera\"} per line (paths relative to it); those images' records hold exactly one hand per box")
     p.add_argument("--weights", default=None, help="decoder weights: a local path or a Hugging Face Hub repo id")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=8)
@@ -53,11 +56,16 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from handos.io.manifest import expand_inputs
 
-    items = expand_inputs(args.inputs)
+    if not args.inputs and not args.boxes:
+        raise InputError("give images, folders, globs, manifests or clips to predict (or --boxes JSONL)")
+    items = expand_inputs(args.inputs, boxes=args.boxes)
     clips = [it for it in items if it.is_video]
     images = [it for it in items if not it.is_video]
     if clips and images:
         raise InputError("give either clips or images to one predict run, not both")
+    prompted = [it for it in items if it.boxes is not None]
+    if prompted and (clips or args.ray):
+        raise InputError(f"box prompts apply to images without --ray ({prompted[0].file} has boxes)")
     if args.batch_size < 1 or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     if args.ray:
