@@ -291,8 +291,7 @@ class Trainer:
         status = {"status": "ok", "pending": len(pending), "train_every": self.train_every, "training": running}
         if len(pending) >= self.train_every and not running:
             code, started = self.start(pid, trigger=f"{len(pending)} new annotations")
-            status.update(started)
-            return code, status
+            status.update(started)  # a run that cannot start says why (`error`); the webhook itself was taken
         return 200, status
 
     @property
@@ -344,8 +343,12 @@ class Trainer:
         except Exception as err:  # every failure becomes the version's reason; the serving model is untouched
             msg = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
             status, reason, extra = "failed", msg, {}
+        requeue = extra.pop("requeue", False)
         with self._lock:
             v = self._version(name)
+            n_new = len(self.state["pending"])
+            if requeue:  # killed from outside: its annotations count again (but start no run by themselves)
+                self.state["pending"] = list(dict.fromkeys(list(v["annotation_ids"]) + list(self.state["pending"])))
             if status == "serving":
                 old = self.state.get("serving")
                 if old:
@@ -356,9 +359,8 @@ class Trainer:
             self._save()
         (log.info if status == "serving" else log.warning)("version %s %s: %s", name, status, reason)
         with self._lock:
-            n = len(self.state["pending"])
-            if n >= self.train_every and not self._closing:  # annotations that came in during this run
-                self.start(trigger=f"{n} new annotations (arrived during the previous run)")
+            if n_new >= self.train_every and not self._closing:  # annotations that came in during this run
+                self.start(trigger=f"{n_new} new annotations (arrived during the previous run)")
 
     def _train(self, name: str, vdir: Path) -> tuple[str, str, dict[str, Any]]:
         v = self._version(name)
@@ -392,6 +394,7 @@ class Trainer:
         extra["log"] = str(logf)
         if rc != 0:
             how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with {rc}"
+            extra["requeue"] = rc < 0
             return "failed", f"the trainer {how} ({_last_line(logf)})", extra
         try:
             report = json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))

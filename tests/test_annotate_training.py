@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib.util
 import json
 import sys
 import textwrap
@@ -238,6 +239,7 @@ def test_a_failed_or_killed_run_changes_nothing(rig, how):
     want = "the trainer exited with 3 (fake trainer: out of memory)" if how == "exit" else "the trainer was killed by SIGKILL"
     assert h["reason"].startswith(want)
     assert (rig.versions_dir / "v001" / "data" / "train.json").exists()  # the export stays
+    assert rig.versions()["pending"] == (3 if how == "kill" else 0)  # a kill is no verdict: its annotations count again
     # the next run starts clean in a new folder
     rig.control(before=metrics(0.5), after=metrics(0.5))
     for i in range(3, 6):
@@ -336,3 +338,75 @@ def test_backend_options_build_a_trainer(tmp_path):
     assert t.on_webhook(event(1, project=9))[1]["status"] == "ignored"
     with pytest.raises(training.TrainingError):
         training.Trainer(tmp_path / "v", train_every=0)
+
+
+# --- against a real Label Studio ----------------------------------------------------------------------
+# the real fine-tuning command (`python -m handos train --finetune`, handos.train.finetune) with tiny settings;
+# the fake trainer stands in only in a tree that does not have the fine-tuning module yet
+REAL_TRAINER_ARGS = ["--steps", "2", "--val-frac", "0.34", "--device", "cpu", "--no-progress"]
+USE_REAL_TRAINER = importlib.util.find_spec("handos.train.finetune") is not None
+
+
+def test_label_studio_webhooks_train_and_switch_the_served_version(label_studio, model, realdata, tmp_path, monkeypatch):
+    import handos
+
+    client = push.connect(label_studio.url, label_studio.token)
+    images = sorted((realdata / "freihand" / "images").glob("*.jpg"))[:4]
+    assert len(images) == 4
+    records = [model.record(str(p), file=str(p)) for p in images]
+    res = push.push_records(records, images, label_studio.url, label_studio.token, "training loop", create=True)
+    if USE_REAL_TRAINER:
+        command, extra = [sys.executable, "-m", "handos", "train"], REAL_TRAINER_ARGS
+    else:
+        script = tmp_path / "fake_trainer.py"
+        script.write_text(FAKE_TRAINER)
+        (tmp_path / "control.json").write_text(json.dumps({"before": metrics(0.5, 20.0), "after": metrics(0.5, 20.0)}))
+        command, extra = [sys.executable, str(script)], ["--control", str(tmp_path / "control.json")]
+    trainer = training.Trainer(tmp_path / "versions", train_every=3, command=command, extra_args=extra,
+                               loader=(lambda d: handos.load(weights=d, device="cpu")) if USE_REAL_TRAINER else FakeModel)
+    be = backend.HandosBackend(predictor=model, fetcher=backend.ImageFetcher(ls_url=label_studio.url,
+                                                                            api_key=label_studio.token))
+    be.trainer = trainer
+    trainer.attach(be)
+    server = backend.make_server(be, "127.0.0.1", 0, basic_auth=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # connecting the backend makes Label Studio add a webhook to URL/webhook for all events
+        client.ml.create(url=url, project=res.project_id, title="handos trains")
+        hooks = [as_dict(h) for h in client.webhooks.list(project=res.project_id)]
+        assert any(h["url"] == url + "/webhook" for h in hooks), hooks
+        tasks = {t.id: t for t in client.tasks.list(project=res.project_id, fields="all")}
+        for n, tid in enumerate(res.task_ids[:3]):  # three annotators accept the predictions: Label Studio posts the events
+            result = copy.deepcopy(as_dict(tasks[tid].predictions[0])["result"])
+            client.annotations.create(id=tid, result=result, was_cancelled=False, ground_truth=False)
+            if n < 2:
+                assert trainer.versions()["pending"] == n + 1 and not trainer.running
+        deadline = time.monotonic() + 30
+        while not trainer.state["versions"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert trainer.state["versions"], "no run started after 3 annotation webhooks"
+        t0 = time.perf_counter()
+        assert trainer.wait(480), "the fine-tuning run did not finish"
+        print(f"fine-tuning run ({'real' if USE_REAL_TRAINER else 'FAKE'} trainer): {time.perf_counter() - t0:.1f} s")
+        vs = call(url, "/versions")[1]
+        (h,) = vs["history"]
+        log_text = Path(h["path"], "train.log").read_text()[-2000:]
+        assert h["status"] == "serving", (h["reason"], log_text)
+        assert vs["serving"] == "v001" and vs["versions"][0].endswith("-v001") and vs["versions"][0] == be.version
+        assert h["export"]["images"] == 3 and h["metrics"]["split"]["val"] >= 1
+        assert label_studio.token not in log_text
+        # Label Studio now gets the new version's predictions for the fourth task
+        push._http(client, "POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": res.project_id},
+                   json={"selectedItems": {"all": False, "included": [res.task_ids[3]]}})
+        preds = [as_dict(p) for p in client.tasks.get(id=str(res.task_ids[3])).predictions]
+        assert any(p["model_version"] == be.version for p in preds), [p["model_version"] for p in preds]
+    finally:
+        trainer.close()
+        server.shutdown()
+        server.server_close()
+
+
+def as_dict(obj) -> dict:
+    """SDK model or dict -> dict."""
+    return obj if isinstance(obj, dict) else obj.model_dump()
