@@ -248,6 +248,9 @@ class Trainer:
     def attach(self, backend: Any) -> None:
         """Bind to the backend and serve the last accepted version (falling back to the base model if it will not load)."""
         self.backend = backend
+        if not getattr(backend.fetcher, "ls_url", None) or not getattr(backend.fetcher, "api_key", None):
+            log.warning("training from annotations needs --ls-url (or LABEL_STUDIO_URL) and LABEL_STUDIO_API_KEY to "
+                        "export them; webhooks are counted, but no run can start")
         name = self.state.get("serving")
         if not name:
             return
