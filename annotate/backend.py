@@ -277,8 +277,12 @@ class HandosBackend:
         """POST /setup: Label Studio connects a project; we answer with our model version."""
         return {"model_version": self.version}
 
-    def predict_task(self, task: dict[str, Any], field_name: str) -> dict[str, Any]:
-        """One task -> one Label Studio prediction {result, score, model_version}."""
+    def predict_task(self, task: dict[str, Any], field_name: str, context: Any = None) -> dict[str, Any]:
+        """One task -> one Label Studio prediction {result, score, model_version}.
+
+        With a smart-tool `context` (its `result` holding the rectangle(s) the annotator drew), the prediction
+        holds exactly one hand per drawn rectangle (box prompts: no detection), with region ids of its own.
+        """
         from handos.io.images import load_image
 
         data = task.get("data") or {}
@@ -286,10 +290,15 @@ class HandosBackend:
         raw = self.fetcher.fetch(url)
         loaded = load_image(raw)
         known = data.get(convert.RECORD_FIELD) if isinstance(data.get(convert.RECORD_FIELD), dict) else {}
+        drawn = context_boxes(context, loaded.width, loaded.height)
+        prompt = {} if drawn is None else {"boxes": [box for box, _ in drawn]}
         with self.lock:
             record = self.predictor.record(loaded.rgb, camera=known.get("camera"),
-                                           file=data.get(convert.FILE_FIELD) or str(url)[:200])
-        return convert.record_to_prediction(record, model_version=self.version)
+                                           file=data.get(convert.FILE_FIELD) or str(url)[:200], **prompt)
+        prediction = convert.record_to_prediction(record, model_version=self.version)
+        if drawn is not None:
+            prediction["result"] = smart_region_ids(prediction["result"], [rid for _, rid in drawn])
+        return prediction
 
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST /predict: {tasks, label_config, ...} -> (HTTP status, {"results": [one per task]})."""
@@ -297,10 +306,12 @@ class HandosBackend:
         if not isinstance(tasks, list):
             return 400, {"error": "the request has no 'tasks' list"}
         field_name = image_field(body.get("label_config"))
+        context = smart_context(body)  # interactive pre-annotation: the region drawn on the first task
         results, errors = [], []
-        for task in tasks:
+        for n, task in enumerate(tasks):
             try:
-                results.append(self.predict_task(task if isinstance(task, dict) else {}, field_name))
+                results.append(self.predict_task(task if isinstance(task, dict) else {}, field_name,
+                                                 context if n == 0 else None))
             except HandosError as err:
                 msg = str(err).splitlines()[0]
                 log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else "?", msg)
@@ -309,6 +320,54 @@ class HandosBackend:
         if tasks and len(errors) == len(tasks):
             return 422, {"error": errors[0], "results": []}
         return 200, {"results": results}
+
+
+def smart_context(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The smart tool's context of a /predict body (`params.context`, as Label Studio sends it, or `context`),
+    when its `result` holds a drawn region; else None (a plain pre-annotation request)."""
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    for ctx in (params.get("context"), body.get("context")):
+        if isinstance(ctx, dict) and isinstance(ctx.get("result"), list) and ctx["result"]:
+            return ctx
+    return None
+
+
+def context_boxes(context: dict[str, Any] | None, width: int, height: int) -> list[tuple[list[float], str]] | None:
+    """The rectangles of a smart-tool context as ([x1, y1, x2, y2] px of the image, region id), or None without
+    context; InputError when the context holds no usable rectangle."""
+    if context is None:
+        return None
+    out = []
+    for k, item in enumerate(context.get("result") or []):
+        if not isinstance(item, dict) or item.get("type") not in ("rectanglelabels", "rectangle"):
+            continue
+        value = item.get("value") or {}
+        try:
+            W, H = float(item.get("original_width") or width), float(item.get("original_height") or height)
+            box = convert._region_box_px({k2: float(value[k2]) for k2 in ("x", "y", "width", "height")}
+                                         | {"rotation": float(value.get("rotation") or 0.0)}, W, H)
+        except (KeyError, TypeError, ValueError):
+            raise InputError("the drawn rectangle has no numeric x, y, width, height") from None
+        box = box * [width / W, height / H, width / W, height / H]  # the size Label Studio saw -> the image's
+        out.append(([float(v) for v in box], str(item.get("id") or f"r{k}")))
+    if not out:
+        raise InputError("the smart-tool request holds no rectangle; draw a box around the hand")
+    return out
+
+
+def smart_region_ids(result: list[dict[str, Any]], drawn_ids: list[str]) -> list[dict[str, Any]]:
+    """Region ids of a box-prompted prediction renamed after the drawn regions (`h{i}` -> `{drawn id}h`, joints
+    and flags with it), so they never collide with the ids of a full prediction already in the annotation."""
+    names = {f"h{i}": f"{rid}h" for i, rid in enumerate(drawn_ids)}
+
+    def rename(rid: Any) -> Any:
+        if not isinstance(rid, str):
+            return rid
+        head, sep, tail = rid.partition("k")
+        return names[head] + sep + tail if head in names else rid
+
+    return [{**r, "id": rename(r.get("id")), **({"parentID": rename(r["parentID"])} if "parentID" in r else {})}
+            for r in result]
 
 
 def basic_auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:

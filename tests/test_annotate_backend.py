@@ -300,3 +300,97 @@ def test_basic_auth_is_off_when_unset_and_refuses_half_a_configuration(monkeypat
         backend.basic_auth_from_env()
     assert backend.basic_auth_ok("Basic " + base64.b64encode(b"u:p").decode(), ("u", "p"))
     assert not backend.basic_auth_ok("Bearer x", ("u", "p")) and not backend.basic_auth_ok(None, ("u", "p"))
+
+
+# ---- the smart tool: a drawn box comes back as a full hand ---------------------------------------------------
+
+
+def smart_body(task: dict, x: float, y: float, w: float, h: float, size: tuple[int, int]) -> dict:
+    """A /predict body as Label Studio sends it for interactive pre-annotation: the drawn rectangle (percent of
+    original_width/height) in params.context.result."""
+    drawn = {"id": "Ab3xYz", "from_name": "hand", "to_name": "image", "type": "rectanglelabels", "origin": "manual",
+             "original_width": size[0], "original_height": size[1], "image_rotation": 0,
+             "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": ["right hand"]}}
+    return {"tasks": [task], "label_config": convert.label_config(), "project": "1.1700000000",
+            "params": {"login": None, "password": None, "context": {"result": [drawn]}}}
+
+
+class BoxPredictor(RecordingPredictor):
+    """Also takes box prompts: one hand per box (placed inside it), and remembers them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boxes: list = []
+
+    def record(self, image, camera=None, file=None, include_vertices=False, boxes=None) -> dict:
+        self.boxes.append(boxes)
+        rec = super().record(image, camera, file, include_vertices)
+        if boxes is not None:
+            rec["hands"] = [dict(rec["hands"][0], id=i, bbox_xyxy=list(b)) for i, b in enumerate(boxes)]
+        return rec
+
+
+def check_smart_result(result: list[dict]) -> dict:
+    """One hand: 21 (or fewer, inside the image) keypoints tied to one box by parentID, written before it."""
+    boxes = [r for r in result if r["type"] == "rectanglelabels"]
+    assert len(boxes) == 1
+    box = boxes[0]
+    kps = [r for r in result if r["type"] == "keypointlabels"]
+    assert kps and all(k["parentID"] == box["id"] for k in kps)
+    assert max(result.index(k) for k in kps) < result.index(box)  # keypoints before their box
+    assert len({r["id"] for r in kps} | {box["id"]}) == len(kps) + 1
+    assert not any(r["id"].startswith("h0") for r in result)  # never clashes with a full prediction's h0...
+    return box
+
+
+def test_smart_tool_box_gives_exactly_that_hand(tmp_path):
+    rgb = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
+    pred = BoxPredictor()
+    be = backend.HandosBackend(predictor=pred)
+    uri = "data:image/png;base64," + base64.b64encode(push.encode_png(rgb)).decode()
+    task = {"id": 5, "data": {"image": uri}}
+    status, body = be.predict(smart_body(task, 25.0, 50.0, 50.0, 25.0, (64, 48)))
+    assert status == 200 and len(body["results"]) == 1
+    np.testing.assert_allclose(pred.boxes[-1], [[16, 24, 48, 36]])  # percent of 64x48 -> px
+    box = check_smart_result(body["results"][0]["result"])
+    assert box["id"] == "Ab3xYzh"
+    # Label Studio's drawn size differs from the fetched image's: scaled to the image
+    be.predict(smart_body(task, 25.0, 50.0, 50.0, 25.0, (128, 96)))
+    np.testing.assert_allclose(pred.boxes[-1], [[16, 24, 48, 36]])
+    # without context (or an empty one): the full prediction, as before
+    status, body = be.predict({"tasks": [task], "params": {"context": {"result": []}}})
+    assert status == 200 and pred.boxes[-1] is None
+    assert body["results"][0]["result"] == convert.record_to_result(RecordingPredictor().record(rgb))
+    # a context without a rectangle: one clear error
+    bad = smart_body(task, 1, 1, 1, 1, (64, 48))
+    bad["params"]["context"]["result"][0]["type"] = "keypointlabels"
+    status, body = be.predict(bad)
+    assert status == 422 and "no rectangle" in body["error"]
+
+
+def test_smart_tool_with_the_real_model(model, realdata):
+    """A box drawn around a ge2019 hand: 21 keypoints, a tightened box and handedness, within the image."""
+    ann = json.loads((realdata / "ge2019_realworld" / "derived_annotations.json").read_text())
+    im = ann["images"][3]
+    raw = (realdata / "ge2019_realworld" / im["file"]).read_bytes()
+    W, H = im["width"], im["height"]
+    j = np.asarray(im["hands"][0]["joints_2d"], dtype=np.float64)
+    lo, hi = j.min(0) - 10, j.max(0) + 10  # a loosely drawn box
+    be = backend.HandosBackend(predictor=model)
+    task = {"id": 9, "data": {"image": "data:image/jpeg;base64," + base64.b64encode(raw).decode()}}
+    status, body = be.predict(smart_body(task, lo[0] / W * 100, lo[1] / H * 100, (hi - lo)[0] / W * 100,
+                                         (hi - lo)[1] / H * 100, (W, H)))
+    assert status == 200
+    result = body["results"][0]["result"]
+    box = check_smart_result(result)
+    kps = {r["value"]["keypointlabels"][0]: r["value"] for r in result if r["type"] == "keypointlabels"}
+    assert len(kps) == 21
+    from handos.io.schema import JOINT_NAMES
+
+    pts = np.array([[kps[n]["x"] * W / 100, kps[n]["y"] * H / 100] for n in JOINT_NAMES])
+    assert np.linalg.norm(pts - j, axis=1).mean() < 0.1 * (j.max(0) - j.min(0)).max()
+    v = box["value"]
+    assert v["rectanglelabels"][0] in ("right hand", "left hand")
+    span = pts.max(0) - pts.min(0)  # the box is the keypoints' own (10 % margin per edge), not the drawn one
+    assert v["width"] * W / 100 == pytest.approx(1.2 * span[0], abs=1.0)
+    assert v["height"] * H / 100 == pytest.approx(1.2 * span[1], abs=1.0)
