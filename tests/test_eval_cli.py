@@ -208,3 +208,45 @@ def test_real_annotations_score_oracle_and_shifted_predictions(realdata, name):
     assert rep["pck2d@0.05"] == 0.0 and rep["pck2d@0.1"] == 1.0
     if has_3d:
         assert rep["root_depth_err_mm"] == pytest.approx(3.0) and rep["mpjpe_rr_mm"] == pytest.approx(0.0, abs=1e-6)
+
+
+class BoxEcho:
+    """Answers box prompts with a hand whose joints fill the box's inner part (as if found exactly there)."""
+
+    version = "box-echo"
+
+    def __init__(self, truth: dict):
+        self.t = truth
+        self.boxes: list = []
+
+    def predict_batch(self, images, cameras=None, boxes=None):
+        assert boxes is not None, "prompted runs pass boxes"
+        self.boxes += boxes
+        gt = {0: [self.t["j2"]], 1: [self.t["a"], self.t["b"]]}
+        out = []
+        for bxs in boxes:
+            i = len(out) + len(self.boxes) - len(boxes)
+            out.append([make_hand(j, np.zeros((21, 3)), "right") for j, _ in zip(gt[i], bxs)])
+        return out
+
+
+def test_prompt_boxes_gt_passes_grown_joint_boxes(tiny_set, tmp_path):
+    root, truth = tiny_set
+    ann = run.load_annotations(root / "derived_annotations.json")
+    pred = BoxEcho(truth)
+    rep = run.evaluate(ann, pred, root, batch_size=2, prompt_boxes="gt", grow=0.2)
+    a = truth["a"][[k for k in range(21) if k != 3]]  # joint 3 of hand a is unlabelled
+    expect = [run.grown_box(np.r_[j.min(0), j.max(0)], 0.2) for j in (truth["j2"], a, truth["b"])]
+    np.testing.assert_allclose(np.array([b for bxs in pred.boxes for b in bxs]), np.array(expect))
+    assert len(pred.boxes) == 2 and [len(b) for b in pred.boxes] == [1, 2]
+    assert rep["recall"] == 1.0 and rep["false_positives"] == 0 and "x1.2" in rep["prompt_boxes"]
+    with pytest.raises(InputError, match="prompt_boxes must be"):
+        run.evaluate(ann, pred, root, prompt_boxes="palm")
+    with pytest.raises(InputError, match="--prompt-boxes runs the full pipeline"):
+        eval_cli.main([str(root / "derived_annotations.json"), "--prompt-boxes", "gt", "--foundation-only"])
+
+
+def test_real_cli_with_gt_box_prompts_on_five_ge2019_images(realdata, tmp_path):
+    rep = _run_cli(realdata, tmp_path, ["--prompt-boxes", "gt", "--grow", "0.2"])
+    assert rep["recall"] == 1.0 and rep["false_positives"] == 0 and rep["mode"].startswith("pipeline, box prompts")
+    assert rep["pck2d@0.1"] > 0.8
