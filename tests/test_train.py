@@ -130,7 +130,7 @@ def test_bad_config_is_a_clean_error(tmp_path):
 
 
 def test_cli_help():
-    from handos.train import cli
+    from handos.cli import train as cli
 
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
