@@ -47,6 +47,7 @@ def test_latency_runs_models_in_interleaved_blocks(tiny_images):
     assert [i for n, i in timed if n == "b"] == list(range(7)) * 2
 
 
+@pytest.mark.slow
 def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
     if bench.mediapipe_python() is None:
         pytest.skip("MediaPipe reference venv absent (bash .ci/setup_mediapipe_venv.sh)")

@@ -491,6 +491,7 @@ def ge_images(realdata):
     return files, [cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB) for f in files]
 
 
+@pytest.mark.slow
 def test_end_to_end_parity_with_mediapipe(foundation, ge_images, tmp_path):
     """Landmarks within 1 px of MediaPipe's own runtime on >= 95 % of joints (ge2019 images)."""
     if not MP_PYTHON.exists():

@@ -5,9 +5,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_check_sections_run_on_cpu(realdata, tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "tools" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)

@@ -135,6 +135,7 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("handos predict: error: ")
 
 
+@pytest.mark.slow
 def test_weights_errors(tmp_path):
     import handos
     from handos.errors import ModelError

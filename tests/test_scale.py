@@ -33,6 +33,7 @@ def by_file(path):
     return {r["file"]: r for r in read_records(path)}
 
 
+@pytest.mark.slow
 def test_single_process_is_resumable(model, image_set, tmp_path):
     items = expand_inputs([str(image_set)])
     out = tmp_path / "preds.jsonl"
@@ -60,6 +61,7 @@ def test_decode_pool_does_not_change_results(model, image_set, tmp_path):
     assert a == b
 
 
+@pytest.mark.slow
 def test_cli_sharded_output(model, image_set, tmp_path):
     out = tmp_path / "shards"
     rc = cli(["predict", str(image_set), "--out", str(out), "--shard-size", "50", "--device", "cpu", "--quiet"])

@@ -96,6 +96,7 @@ def test_ddp_world_size_one(hand_model, tmp_path, monkeypatch):
     assert summary["world_size"] == 1 and (tmp_path / "ddp" / "decoder.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     """The documented multi-GPU command, run with two CPU processes (gloo): one log, one summary, world size 2."""
     import json
