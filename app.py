@@ -1,4 +1,4 @@
-"""handos demo: `python app.py [--host H] [--port P] [--device auto|cpu|cuda]` (also the Hugging Face Space entry)."""
+"""handos demo: `python app.py [--host H] [--port P] [--device auto|cpu|cuda] [--weights DIR]` (also the Hugging Face Space entry)."""
 from __future__ import annotations
 
 import argparse
@@ -16,12 +16,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default device shown in the UI (auto: CUDA when present)")
     p.add_argument("--max-file-size", default=os.environ.get("HANDOS_DEMO_MAX_FILE_SIZE", "50mb"), help="upload limit, e.g. 50mb")
     p.add_argument("--preload", action="store_true", help="load the model before serving (first request is faster)")
+    p.add_argument("--weights", default=os.environ.get("HANDOS_WEIGHTS"),
+                   help="weights folder (e.g. from handos train --finetune), file or Hub repo id; default: shipped")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Build the demo and serve it until interrupted."""
     args = parse_args(argv)
+    if args.weights:  # handos.load() reads it (every model the demo loads)
+        os.environ["HANDOS_WEIGHTS"] = str(args.weights)
     from demo.config import DemoConfig
     from demo.layout import build_demo
 
