@@ -304,7 +304,7 @@ class Foundation:
         return out
 
     @torch.no_grad()
-    def detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int = 1) -> FoundationOutput:
+    def detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int = 2) -> FoundationOutput:
         """Exactly one hand per given box, in order: the landmark net on each box's ROI, no palm detection.
 
         images: list of B (H,W,3) uint8 RGB arrays; boxes: one (k,4) [x1, y1, x2, y2] px per image (k may be 0).

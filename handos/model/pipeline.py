@@ -101,7 +101,9 @@ class HandOS:
         self.version = version
         self.max_hands = max_hands
         self.score_threshold = score_threshold
-        self.box_refine = 1  # box prompts: landmark passes on the ROI the previous pass's landmarks give
+        # box prompts: extra landmark passes, each on the ROI the previous pass's landmarks give; on ge2019's first
+        # 100 images with GT joint boxes grown 1.2x, PCK2D@0.05 0.782 (box ROI only) -> 0.827 (+1) -> 0.828 (+2)
+        self.box_refine = 2
 
     # ---- inputs -------------------------------------------------------------------------------
     @staticmethod
