@@ -29,7 +29,10 @@ FILE_FIELD = "file"  # the image path as given to handos
 BOX_TAG, JOINT_TAG, HAND_FLAGS_TAG, HAND_NOTE_TAG, JOINT_FLAGS_TAG = "hand", "joints", "hand_flags", "hand_note", "joint_flags"
 HAND_LABELS = {"right": "right hand", "left": "left hand"}
 LABEL_TO_HANDEDNESS = {v: k for k, v in HAND_LABELS.items()}
-POINT_SIZE_PCT = 0.6  # keypoint marker size, percent of the image width
+# keypoint marker radius (Label Studio's KeyPoint `width`, percent of the image width): a fraction of the
+# hand box's shorter side, clamped in image pixels, so the 21 markers of a small hand stay apart
+POINT_RADIUS_OF_BOX = 0.02
+POINT_RADIUS_PX = (1.5, 8.0)
 COCO_FORMAT = "handos.coco_wholebody_hand/1"
 
 
@@ -54,8 +57,20 @@ def _pct(v: float, size: float) -> float:
     return float(v) / float(size) * 100.0
 
 
+def point_size_pct(bbox_xyxy: Iterable[float], width: float) -> float:
+    """Keypoint marker radius for a hand, in Label Studio's percent-of-image-width units, from its box."""
+    x1, y1, x2, y2 = (float(v) for v in bbox_xyxy)
+    lo, hi = POINT_RADIUS_PX
+    radius_px = min(max(POINT_RADIUS_OF_BOX * min(abs(x2 - x1), abs(y2 - y1)), lo), hi)
+    return _pct(radius_px, width)
+
+
 def record_to_result(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """A handos.prediction/1 record -> Label Studio result regions (boxes, parent-tied joints, flags)."""
+    """A handos.prediction/1 record -> Label Studio result regions (per hand: its joints, its box, its flags).
+
+    Each hand's joints come before its box (tied to it by parentID): Label Studio stacks later regions on
+    top, so this order lets a press on a joint drag the joint, not the box under it.
+    """
     W, H = float(record["width"]), float(record["height"])
     base = {"to_name": IMAGE_KEY, "original_width": int(W), "original_height": int(H), "image_rotation": 0}
     out: list[dict[str, Any]] = []
@@ -68,16 +83,17 @@ def record_to_result(record: dict[str, Any]) -> list[dict[str, Any]]:
         label = HAND_LABELS.get(hand["handedness"])
         if label is None:
             raise InputError(f"hand {i} of {record.get('file')!r} has handedness {hand['handedness']!r}; expected right or left")
-        out.append({**base, "id": rid, "from_name": BOX_TAG, "type": "rectanglelabels", "score": float(hand["score"]),
-                    "value": {**box, "rectanglelabels": [label]}})
+        size = point_size_pct(hand["bbox_xyxy"], W)
         kps = np.asarray(hand["keypoints_2d"], dtype=np.float64).reshape(21, 2)  # (21, 2) px
         kscore = hand.get("keypoints_score") or [float(hand["score"])] * 21
         inside = (kps[:, 0] >= 0) & (kps[:, 0] <= W) & (kps[:, 1] >= 0) & (kps[:, 1] <= H)
         for j in np.flatnonzero(inside):
             out.append({**base, "id": f"{rid}k{j}", "parentID": rid, "from_name": JOINT_TAG, "type": "keypointlabels",
                         "score": float(kscore[j]),
-                        "value": {"x": _pct(kps[j, 0], W), "y": _pct(kps[j, 1], H), "width": POINT_SIZE_PCT,
+                        "value": {"x": _pct(kps[j, 0], W), "y": _pct(kps[j, 1], H), "width": size,
                                   "keypointlabels": [JOINT_NAMES[j]]}})
+        out.append({**base, "id": rid, "from_name": BOX_TAG, "type": "rectanglelabels", "score": float(hand["score"]),
+                    "value": {**box, "rectanglelabels": [label]}})
         if not inside.all():  # joints outside the picture: the hand is cut by the border
             out.append({**base, "id": rid, "from_name": HAND_FLAGS_TAG, "type": "choices",
                         "value": {**box, "choices": ["truncated"]}})
