@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from labelstudio_server import free_port
 
-from annotate import convert, push
+from annotate import push
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio]
 REPO = Path(__file__).resolve().parents[1]
@@ -270,8 +270,9 @@ def test_smart_box_around_a_missed_hand_gives_21_joints(page, label_studio, ml_b
     W, H = rec["width"], rec["height"]
     g = np.asarray([p for p in gt["hands"][0]["joints_2d"] if p is not None], dtype=np.float64)  # (21, 2) GT px
     lo, hi = g.min(0), g.max(0)
-    margin = 0.12 * (hi - lo)
-    drawn = np.concatenate([np.maximum(lo - margin, 0), np.minimum(hi + margin, [W - 1, H - 1])])  # xyxy px
+    margin = 0.08 * (hi - lo)
+    # xyxy px; kept off the image's border, which the view's fit can leave just outside the drawing stage
+    drawn = np.concatenate([np.maximum(lo - margin, [0.05 * W, 0.05 * H]), np.minimum(hi + margin, [0.95 * W, 0.95 * H])])
     to_screen, s = image_to_screen(page, W)
     x1, y1 = to_screen(*drawn[:2])
     x2, y2 = to_screen(*drawn[2:])

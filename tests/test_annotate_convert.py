@@ -309,3 +309,33 @@ def test_image_key_is_stable_and_content_based():
     a = np.zeros((4, 5, 3), np.uint8)
     assert convert.image_key(a) == convert.image_key(a.copy()) != convert.image_key(a[:, :4])
     assert convert.image_key(b"abc") == convert.image_key(b"abc") != convert.image_key(b"abd")
+
+
+def test_joints_come_before_their_box_and_markers_are_sized_by_the_box():
+    rec = make_record(9, W=1280, H=720, n=2)
+    result = convert.record_to_result(rec)
+    # per hand: its 21 joints, then its box (Label Studio draws later regions on top: the joints stay grabbable)
+    for i in range(2):
+        ids = [r["id"] for r in result]
+        box_at = next(n for n, r in enumerate(result) if r["id"] == f"h{i}" and r["type"] == "rectanglelabels")
+        assert all(ids.index(f"h{i}k{j}") < box_at for j in range(21))
+        assert all(r["parentID"] == f"h{i}" for r in result if r["id"].startswith(f"h{i}k"))
+    small = {"bbox_xyxy": [100, 100, 140, 160]}  # 40 px wide: 2 % of 40 px -> clamped up to 1.5 px
+    big = {"bbox_xyxy": [0, 0, 900, 700]}  # clamped down to 8 px
+    mid = {"bbox_xyxy": [0, 0, 300, 200]}  # 2 % of 200 px = 4 px
+    lo, hi = convert.POINT_RADIUS_PX
+    assert convert.point_size_pct(small["bbox_xyxy"], 1280) == pytest.approx(lo / 1280 * 100)
+    assert convert.point_size_pct(big["bbox_xyxy"], 1280) == pytest.approx(hi / 1280 * 100)
+    assert convert.point_size_pct(mid["bbox_xyxy"], 1280) == pytest.approx(4.0 / 1280 * 100)
+    joint = next(r for r in result if r["id"] == "h0k0")
+    assert joint["value"]["width"] == pytest.approx(convert.point_size_pct(rec["hands"][0]["bbox_xyxy"], 1280))
+
+
+def test_label_config_layout_keeps_the_converters_tags():
+    root = ET.fromstring(convert.label_config())
+    names = {el.get("name") for el in root.iter() if el.get("name")}
+    assert {convert.IMAGE_KEY, convert.BOX_TAG, convert.JOINT_TAG, convert.HAND_FLAGS_TAG, convert.HAND_NOTE_TAG,
+            convert.JOINT_FLAGS_TAG} <= names
+    assert root.find(".//RectangleLabels[@name='hand']").get("smart") == "true"  # the smart tool for missed hands
+    side = [v for v in root.iter("View") if "display: flex" in (v.get("style") or "")]
+    assert side, "the image and the side column sit in a flex row"
