@@ -16,7 +16,9 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 pytest_plugins = ["labelstudio_server"]
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 # fixtures that imply a tier marker, so `-m "not labelstudio and not browser"` deselects them wherever they hide
-FIXTURE_MARKERS = {"label_studio": "labelstudio", "label_studio_boot": "labelstudio"}
+FIXTURE_MARKERS = {"label_studio": "labelstudio", "label_studio_boot": "labelstudio", "chromium": "browser"}
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -77,3 +79,21 @@ def model():
     import handos
 
     return handos.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, headless, launched once per session for every browser test.
+
+    Playwright's sync API allows one driver per thread at a time, so every browser test shares this one
+    (never a downloaded browser).
+    """
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -23,7 +23,6 @@ from annotate import push
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio]
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1600, "height": 1000}
 DRAG_SCREEN_PX = (36.0, 18.0)  # the joint drag, in screen (CSS) pixels
 GE_DRAG, GE_SMART = "00002", "00005"  # ge2019 real-world photos (256 x 256, one hand each)
@@ -47,18 +46,9 @@ def drag_record(label_studio_boot, model, ge2019) -> dict:
 
 
 @pytest.fixture(scope="session")
-def browser(label_studio):
-    """Debian chromium, headless, launched once (never a downloaded browser)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian chromium not installed at {CHROMIUM} (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM),
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(chromium, label_studio):
+    """The session's chromium (conftest), once Label Studio is up."""
+    return chromium
 
 
 @pytest.fixture

@@ -539,26 +539,21 @@ def test_eight_clients_ten_requests(demo_server, artifacts):
 
 
 @pytest.mark.browser
-def test_browser_example_runs_and_plot_draws(demo_server, artifacts):
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian chromium not installed at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(demo_server.url, wait_until="load", timeout=120_000)
-            page.wait_for_selector("#image-input", timeout=120_000)
-            page.locator("#examples").get_by_role("button").first.click()  # the first example runs at once
-            page.wait_for_function("() => /\\d+ hands? \\*?\\*?\\s*found|hands?<\\/strong> found/.test("
-                                   "document.querySelector('#status').innerHTML)", timeout=180_000)
-            page.wait_for_selector("#plot3d .js-plotly-plot .gl-container canvas", timeout=60_000)
-            page.wait_for_timeout(1500)
-            assert page.locator("#annotated img").count() == 1
-            page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
-            assert not page_errors, page_errors
-        finally:
-            browser.close()
+def test_browser_example_runs_and_plot_draws(demo_server, artifacts, chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        page = context.new_page()
+        page_errors: list[str] = []
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        page.goto(demo_server.url, wait_until="load", timeout=120_000)
+        page.wait_for_selector("#image-input", timeout=120_000)
+        page.locator("#examples").get_by_role("button").first.click()  # the first example runs at once
+        page.wait_for_function("() => /\\d+ hands? \\*?\\*?\\s*found|hands?<\\/strong> found/.test("
+                               "document.querySelector('#status').innerHTML)", timeout=180_000)
+        page.wait_for_selector("#plot3d .js-plotly-plot .gl-container canvas", timeout=60_000)
+        page.wait_for_timeout(1500)
+        assert page.locator("#annotated img").count() == 1
+        page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
+        assert not page_errors, page_errors
+    finally:
+        context.close()
