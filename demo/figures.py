@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from demo.colors import MESH_COLORS, css, finger_colors, joint_colors
 from handos.io.schema import Hand
 
+LEGEND_BAND = 0.09  # the bottom fraction of the figure holding the legend, below the 3D scene
 MIN_SPAN_M = 0.15  # each axis shows at least this much, so one flat hand still reads as 3D
 # Looking from just behind and above the camera, so the hands appear as in the image but in depth.
 DEFAULT_CAMERA = dict(up=dict(x=0, y=-1, z=0), eye=dict(x=-0.6, y=-0.6, z=-2.6), center=dict(x=0, y=0, z=0))
@@ -62,8 +63,15 @@ def scene_ranges(hands: Sequence[Hand], min_span: float = MIN_SPAN_M) -> list[li
     return [[float(c - s / 2), float(c + s / 2)] for c, s in zip(centre, span)]
 
 
-def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None) -> go.Figure:
-    """All hands in one camera-frame scene: equal axis scale, y down, viewed from the camera."""
+EMPTY_BEFORE_RUN = "the 3D hands appear here after a run"
+EMPTY_AFTER_RUN = "no hands found"
+
+
+def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None, empty_text: str = EMPTY_AFTER_RUN) -> go.Figure:
+    """All hands in one camera-frame scene: equal axis scale, y down, viewed from the camera.
+
+    empty_text: what an empty figure says (EMPTY_BEFORE_RUN for the page's first view).
+    """
     data = []
     for hand in hands:
         faces = faces_for(hand.handedness) if faces_for is not None else None
@@ -77,16 +85,18 @@ def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None) -> 
 
     layout = dict(
         scene=dict(xaxis=axis("x (m, right)", ranges[0]), yaxis=axis("y (m, down)", ranges[1]),
-                   zaxis=axis("z (m, forward)", ranges[2]), aspectmode="data", camera=DEFAULT_CAMERA, dragmode="orbit"),
+                   zaxis=axis("z (m, forward)", ranges[2]), aspectmode="data", camera=DEFAULT_CAMERA, dragmode="orbit",
+                   domain=dict(x=[0, 1], y=[LEGEND_BAND, 1])),
         margin=dict(l=0, r=0, t=30 if title else 0, b=0), height=480,
-        # bottom centre: the top-left corner is under gr.Plot's label, the top-right under the mode bar
-        legend=dict(orientation="h", x=0.5, xanchor="center", y=0.01, yanchor="bottom", bgcolor="rgba(255,255,255,0.6)"),
+        # in a band of its own under the scene, so it never covers an axis label (the top-left corner is
+        # under gr.Plot's label, the top-right under the mode bar)
+        legend=dict(orientation="h", x=0.5, xanchor="center", y=0.0, yanchor="bottom", bgcolor="rgba(255,255,255,0.6)"),
         uirevision="hands",  # keep the user's rotation when the figure updates (e.g. the frame slider)
     )
     if title:
         layout["title"] = dict(text=title)
-    if not hands:
-        layout["annotations"] = [dict(text="no hands found", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+    if not hands and empty_text:
+        layout["annotations"] = [dict(text=empty_text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                                       font=dict(size=18, color="gray"))]
     # The traces above use only valid, fixed attributes; skipping Plotly's validation makes this ~50x faster.
     return go.Figure(dict(data=data, layout=layout), _validate=False)

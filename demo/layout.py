@@ -8,13 +8,15 @@ from typing import Any
 
 import gradio as gr
 
-from demo.callbacks import Callbacks, user_errors
-from demo.clips import ClipCallbacks
+from demo import events
+from demo.callbacks import Callbacks, LabelStudioPanel
+from demo.clips import ClipCallbacks, clip_preview, upload_note
 from demo.components import image_input
 from demo.config import DemoConfig
-from demo.figures import hands_figure
-from demo.models import DEVICES, ModelCache, cuda_available
-from demo.overlays import LAYER_NAMES
+from demo.errors import errors_in_view, user_errors
+from demo.figures import EMPTY_BEFORE_RUN, hands_figure
+from demo.models import DEFAULT_RECALL, RECALL_HELP, RECALL_MODES, ModelCache, cuda_available, device_choices
+from demo.overlays import DEFAULT_LAYERS, LAYER_NAMES, UNSURE_HANDEDNESS
 from demo.results import TABLE_HEADERS
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -24,6 +26,29 @@ INTRO = """# handos: 3D hands from one image
 Boxes, 21 keypoints, handedness, 3D joints and a hand mesh per hand, placed in the camera frame.
 Upload an image, take a webcam snapshot or pick an example; or run a short clip in the **Clip** tab.
 Runs on the CPU by default, on CUDA when present."""
+
+# The frame slider moves the annotated video (in the browser: no server round trip).
+SEEK_JS = """(i, times) => {
+  const t = JSON.parse(times || "[]");
+  const v = document.querySelector("#clip-output video");
+  if (v && t.length) { v.pause(); v.currentTime = t[Math.max(0, Math.min(t.length - 1, Math.round(i)))]; }
+  return [];
+}"""
+
+# Said on load when the browser offers no camera (or no camera API at all: plain http off localhost).
+WEBCAM_JS = """async () => {
+  const md = navigator.mediaDevices;
+  if (!md || !md.enumerateDevices) {
+    return "**Webcam:** this browser gives the page no camera access (it needs https or localhost); upload a photo instead.";
+  }
+  try {
+    const devices = await md.enumerateDevices();
+    if (devices.some(d => d.kind === "videoinput")) return "";
+  } catch (e) {}
+  return "**Webcam:** no camera found on this device; upload a photo or pick an example instead.";
+}"""
+
+CLIP_TYPES = [".mp4", ".mov", ".m4v", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv", ".3gp", ".ts"]
 
 
 # the example scenes in display order (the keys of SCENES in tools/make_examples.py)
@@ -43,9 +68,11 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
     cache = ModelCache(model_factory)
     if preload:
         cache.get(cfg.default_device)
-    cb = Callbacks(cache, cfg)
     clips = ClipCallbacks(cache, cfg)
-    default_device = cfg.default_device if cfg.default_device in DEVICES else "auto"
+    cb = Callbacks(cache, cfg, clips)
+    ls = LabelStudioPanel(cfg)
+    devices = device_choices()
+    default_device = cfg.default_device if cfg.default_device in devices else "auto"
 
     with gr.Blocks(title="handos: 3D hand reconstruction", fill_width=True, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(INTRO)
@@ -57,23 +84,35 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                         image_in = image_input(sources=["upload", "webcam", "clipboard"],
                                               label="Image (any common format; EXIF orientation honoured)",
                                               elem_id="image-input", height=320)
+                        webcam_note = gr.Markdown("", elem_id="webcam-note")
                         run_btn = gr.Button("Find hands", variant="primary", elem_id="run-image")
                         examples = example_images()
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[image_in], label="Examples (rendered by handos)",
                                         examples_per_page=8, elem_id="examples")
                     with gr.Tab("Clip", id="clip"):
-                        clip_in = gr.Video(sources=["upload"], label=f"Clip (up to {cfg.max_clip_seconds:g} s)",
-                                           include_audio=True, elem_id="clip-input", height=280)
+                        clip_in = gr.File(file_types=CLIP_TYPES, type="filepath", elem_id="clip-input",
+                                          label=f"Clip (up to {cfg.max_clip_seconds:g} s: mp4, mov, webm, avi, mkv ...)")
+                        clip_view = gr.Video(label="Preview", interactive=False, elem_id="clip-preview", height=240)
                         smooth = gr.Checkbox(True, label="Smooth over time (One-Euro)")
                         clip_btn = gr.Button("Run on clip", variant="primary", elem_id="run-clip")
                 with gr.Accordion("Settings", open=True):
-                    threshold = gr.Slider(0.05, 0.95, value=cfg.default_threshold, step=0.05, label="Score threshold")
-                    max_hands = gr.Slider(1, MAX_HANDS_LIMIT, value=cfg.default_max_hands, step=1, label="Max hands")
-                    layers = gr.CheckboxGroup(list(LAYER_NAMES), value=list(LAYER_NAMES), label="Show")
-                    device = gr.Radio(list(DEVICES), value=default_device, label="Device",
-                                      info="auto: CUDA when present" + (" (found)" if cuda_available() else " (none here: CPU)"))
-                with gr.Accordion("Label Studio", open=False):
+                    threshold = gr.Slider(0.05, 1.0, value=cfg.default_threshold, step=0.05, label="Score threshold",
+                                          info="hands under it are hidden, not lost: the status line counts them",
+                                          elem_id="threshold")
+                    max_hands = gr.Slider(1, MAX_HANDS_LIMIT, value=cfg.default_max_hands, step=1, label="Max hands",
+                                          elem_id="max-hands")
+                    recall = gr.Radio(list(RECALL_MODES), value=DEFAULT_RECALL, label="Recall: how hard to look for hands",
+                                      info="; ".join(f"{k}: {v}" for k, v in RECALL_HELP.items())
+                                      + ". When nothing is found, the demo looks again with search (not after off).",
+                                      elem_id="recall")
+                    layers = gr.CheckboxGroup(list(LAYER_NAMES), value=list(DEFAULT_LAYERS), label="Show on the image and clip",
+                                              info=f"labels: handedness and its own confidence, '?' under {UNSURE_HANDEDNESS:g}",
+                                              elem_id="layers")
+                    device = gr.Radio(devices, value=default_device, label="Device",
+                                      info="auto: CUDA when present" + (" (found)" if cuda_available() else " (none here: CPU)"),
+                                      elem_id="device")
+                with gr.Accordion("Label Studio", open=False, elem_id="ls-panel"):
                     gr.Markdown(f"Push the current image result as pre-annotations. URL and key default to "
                                 f"`{cfg.ls_url_env}` / `{cfg.ls_key_env}` on the server; the key is never shown or returned.")
                     ls_url = gr.Textbox(value=os.environ.get(cfg.ls_url_env, ""), label="Label Studio URL",
@@ -82,48 +121,75 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                                         placeholder=f"empty: use {cfg.ls_key_env} from the server's environment")
                     ls_project = gr.Textbox(value="handos pre-annotations", label="Project (title or id; created if missing)")
                     push_btn = gr.Button("Push to Label Studio", elem_id="push-ls")
-                    push_out = gr.Markdown()
+                    push_out = gr.Markdown(elem_id="ls-result")
             with gr.Column(scale=3, min_width=480):
                 status = gr.Markdown("Pick an example or upload an image, then press **Find hands**.", elem_id="status")
                 with gr.Tabs() as output_tabs:
                     with gr.Tab("Image result", id="image-out"):
                         annotated = gr.Image(label="Hands", format="png", interactive=False, elem_id="annotated",
                                              buttons=["download", "fullscreen"])
+                        crops = gr.Gallery(label="Each hand, zoomed: as it is, and with its mesh and skeleton",
+                                           columns=2, height="auto", object_fit="contain", elem_id="hand-crops",
+                                           interactive=False)
                     with gr.Tab("Clip result", id="clip-out"):
                         clip_out = gr.Video(label="Annotated clip (H.264)", interactive=False, elem_id="clip-output")
-                        frame = gr.Slider(0, 1, value=0, step=1, label="Frame (3D view)", elem_id="frame-slider")
-                plot = gr.Plot(value=hands_figure([], None), label="3D, camera frame (drag to rotate)", elem_id="plot3d")
+                        frame = gr.Slider(0, 1, value=0, step=1, label="Frame (after a clip run)", elem_id="frame-slider")
+                plot = gr.Plot(value=hands_figure([], None, empty_text=EMPTY_BEFORE_RUN), label="3D, camera frame (drag to rotate)",
+                               elem_id="plot3d")
                 table = gr.Dataframe(headers=TABLE_HEADERS, value=[], label="Hands", interactive=False, elem_id="hands-table")
                 files = gr.File(file_count="multiple", label="Downloads: predictions JSON (handos.prediction/1), meshes OBJ / GLB, clip MP4 / JSONL",
                                 interactive=False, elem_id="downloads")
+                seek_times = gr.Textbox("[]", visible="hidden", elem_id="seek-times")
+        with gr.Row(visible=False):  # the API endpoints (errors raised, as clients expect); the page uses the events below
+            api = {name: gr.Button(name) for name in ("predict_image", "predict_clip", "clip_frame", "redraw", "push_labelstudio")}
 
-        image_outputs = [state, annotated, plot, table, files, status]
-        run_inputs = [image_in, threshold, max_hands, layers, device]
+        image_outputs = [state, annotated, plot, table, files, status, crops]
+        run_inputs = [image_in, threshold, max_hands, layers, device, recall]
+        redraw_inputs = [state, threshold, max_hands, layers]
+        redraw_outputs = [annotated, plot, table, files, status, crops, clip_out]
+        clip_inputs = [clip_in, threshold, max_hands, layers, device, smooth, recall]
+        clip_outputs = [state, clip_out, frame, plot, table, files, status, seek_times]
+        push_inputs = [state, threshold, max_hands, ls_url, ls_key, ls_project]
+        model_run = dict(concurrency_limit=cfg.image_concurrency, concurrency_id="model")
+        clip_run = dict(concurrency_limit=cfg.clip_concurrency, concurrency_id="clip")
 
         def show_tab(tab_id: str):
             return lambda: gr.Tabs(selected=tab_id)
 
-        run_image = user_errors(cb.run_image)
-        run_btn.click(show_tab("image-out"), None, output_tabs, api_visibility="private", queue=False).then(
-            run_image, run_inputs, image_outputs, api_name="predict_image", concurrency_limit=cfg.image_concurrency,
-            concurrency_id="model")
-        image_in.change(show_tab("image-out"), None, output_tabs, api_visibility="private", queue=False).then(
-            user_errors(cb.run_image_if_any), run_inputs, image_outputs, api_visibility="private",
-            concurrency_limit=cfg.image_concurrency, concurrency_id="model")
-        for slider in (threshold, max_hands):
-            slider.release(user_errors(cb.rerun), [state, threshold, max_hands, layers, device], image_outputs,
-                           api_visibility="private", concurrency_limit=cfg.image_concurrency, concurrency_id="model")
-        layers.change(user_errors(cb.redraw), [state, threshold, max_hands, layers], image_outputs[1:],
-                      api_name="redraw", concurrency_limit=4)
+        def keep_input(fn):  # browser image runs also output the input: emptied when the file was unusable
+            return lambda *a: (*fn(*a), gr.skip())
 
-        clip_outputs = [state, clip_out, frame, plot, table, files, status]
-        clip_btn.click(show_tab("clip-out"), None, output_tabs, api_visibility="private", queue=False).then(
-            user_errors(clips.run_clip), [clip_in, threshold, max_hands, layers, device, smooth], clip_outputs,
-            api_name="predict_clip", concurrency_limit=cfg.clip_concurrency, concurrency_id="clip",
-            show_progress_on=[clip_out, status])
-        frame.release(user_errors(clips.show_frame), [state, frame], [plot, table, status], api_name="clip_frame",
-                      concurrency_limit=4)
+        # API endpoints
+        api["predict_image"].click(user_errors(cb.run_image), run_inputs, image_outputs, api_name="predict_image", **model_run)
+        api["predict_clip"].click(user_errors(clips.run_clip), clip_inputs, clip_outputs, api_name="predict_clip", **clip_run)
+        api["clip_frame"].click(user_errors(clips.show_frame), [state, frame], [plot, table, status], api_name="clip_frame")
+        api["redraw"].click(user_errors(cb.redraw), redraw_inputs, redraw_outputs, api_name="redraw", **clip_run)
+        api["push_labelstudio"].click(user_errors(ls.push), push_inputs, push_out, api_name="push_labelstudio",
+                                      concurrency_limit=2)
 
-        push_btn.click(user_errors(cb.push_labelstudio), [state, threshold, max_hands, ls_url, ls_key, ls_project], push_out,
-                       api_name="push_labelstudio", concurrency_limit=2)
+        # the page: failures leave their message in the status line (or the Label Studio panel)
+        private = dict(api_visibility="private")
+        image_view = [*image_outputs, image_in]
+        run_btn.click(show_tab("image-out"), None, output_tabs, queue=False, **private).then(
+            errors_in_view(keep_input(cb.run_image), events.image_failed), run_inputs, image_view, **private, **model_run)
+        image_in.change(show_tab("image-out"), None, output_tabs, queue=False, **private).then(
+            errors_in_view(keep_input(cb.run_image_if_any), events.image_failed), run_inputs, image_view, **private,
+            **model_run)
+        rerun = errors_in_view(cb.rerun, events.rerun_failed)
+        max_hands.release(rerun, [*redraw_inputs, device, recall], [*image_outputs, clip_out], **private, **model_run)
+        recall.change(rerun, [*redraw_inputs, device, recall], [*image_outputs, clip_out], **private, **model_run)
+        redraw = errors_in_view(cb.redraw, events.redraw_failed)
+        threshold.change(redraw, redraw_inputs, redraw_outputs, **private, **clip_run)  # also typed + Enter
+        layers.change(redraw, redraw_inputs, redraw_outputs, **private, **clip_run)
+
+        clip_in.change(lambda p: (clip_preview(p), upload_note(p)), clip_in, [clip_view, status], queue=False, **private)
+        clip_btn.click(show_tab("clip-out"), None, output_tabs, queue=False, **private).then(
+            errors_in_view(clips.run_clip, events.clip_failed), clip_inputs, clip_outputs, show_progress_on=[clip_out, status],
+            **private, **clip_run)
+        frame.change(None, [frame, seek_times], None, js=SEEK_JS, queue=False, **private)
+        frame.change(errors_in_view(clips.show_frame_if_any, events.frame_failed), [state, frame], [plot, table],
+                      concurrency_limit=4, **private)
+
+        push_btn.click(errors_in_view(ls.push, events.push_failed), push_inputs, push_out, concurrency_limit=2, **private)
+        demo.load(None, None, webcam_note, js=WEBCAM_JS, queue=False, **private)
     return demo

@@ -28,6 +28,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "demo" / "examples").glob("*.jpg"))
 LAYERS = ["boxes", "labels", "skeleton", "mesh"]
+REALDATA = Path(os.environ.get("HANDOS_REALDATA", REPO.parent / "shared" / "realdata"))
+MISSED_BY_DEFAULT = {  # clear hands the default recall misses and "search" finds (issue 20)
+    "interhand26m/images/image2017.jpg": "right",  # a thumbs-up
+    "freihand/images/00050180.jpg": "right",
+}
 START_TIMEOUT_S = 420
 ENV_SECRET = "handos-test-secret-" + "7" * 21
 
@@ -108,9 +113,15 @@ def client(demo_server) -> Client:
     return Client(demo_server.url, verbose=False)
 
 
-def predict(client: Client, path, threshold=0.5, max_hands=4, layers=LAYERS, device="cpu"):
-    """The image endpoint: (annotated png path, plot, table, files, status)."""
-    return client.predict(handle_file(str(path)), threshold, max_hands, layers, device, api_name="/predict_image")
+def predict(client: Client, path, threshold=0.5, max_hands=4, layers=LAYERS, device="cpu", recall="fast"):
+    """The image endpoint: (annotated png path, plot, table, files, status, crops)."""
+    return client.predict(handle_file(str(path)), threshold, max_hands, layers, device, recall, api_name="/predict_image")
+
+
+def run_clip(client: Client, path, threshold=0.5, max_hands=4, layers=LAYERS, smooth=True, recall="fast"):
+    """The clip endpoint: (video, slider, plot, table, files, status, seek times JSON)."""
+    return client.predict(handle_file(str(path)), threshold, max_hands, layers, "cpu", smooth, recall,
+                          api_name="/predict_clip")
 
 
 def error_of(fn) -> str:
@@ -181,7 +192,7 @@ def two_hands(client):
 def test_example_image_gives_every_output(two_hands):
     from handos.io.schema import validate_record
 
-    path, (image, plot, table, files, status), record, by_ext = two_hands
+    path, (image, plot, table, files, status, crops), record, by_ext = two_hands
     validate_record(record)
     n = len(record["hands"])
     assert n >= 1 and f"{n} hand" in status
@@ -193,7 +204,10 @@ def test_example_image_gives_every_output(two_hands):
     assert np.abs(out.astype(int) - src.astype(int)).max() > 100
     # the table lists the same hands as the JSON
     assert len(table["data"]) == n
-    assert [row[1] for row in table["data"]] == [h["handedness"] for h in record["hands"]]
+    assert [row[1].rstrip("?") for row in table["data"]] == [h["handedness"] for h in record["hands"]]
+    assert [row[2] for row in table["data"]] == [round(h["handedness_score"], 3) for h in record["hands"]]
+    # a zoomed crop per hand, captioned with its handedness confidence
+    assert len(crops) == n and all("handedness" in c["caption"] for c in crops)
     assert np.allclose([row[4:8] for row in table["data"]], [h["bbox_xyxy"] for h in record["hands"]], atol=0.1)
     # 3D: a mesh per hand, 5 finger chains per hand, equal axis scale
     traces = plot_traces(plot)
@@ -212,7 +226,7 @@ def test_example_image_gives_every_output(two_hands):
 def test_layers_redraw_without_rerun(client, two_hands):
     path = two_hands[0]
     predict(client, path)  # this session's state is the two-hands image
-    image, plot, table, files, status = client.predict(0.5, 4, [], api_name="/redraw")
+    image, plot, table, files, status, crops, video = client.predict(0.5, 4, [], api_name="/redraw")
     src = np.asarray(Image.open(path).convert("RGB"))
     out = np.asarray(Image.open(image).convert("RGB"))
     assert np.array_equal(out, src)  # nothing drawn: the decoded input itself
@@ -231,8 +245,8 @@ def test_no_hand_image(client, tmp_path):
     rgb = np.stack([x * 255 // 640, y * 255 // 480, np.full_like(x, 128)], -1).astype(np.uint8)
     path = tmp_path / "gradient.png"
     Image.fromarray(rgb).save(path)
-    image, plot, table, files, status = predict(client, path)
-    assert "0 hands" in status
+    image, plot, table, files, status, crops = predict(client, path)
+    assert "0 hands" in status and "looked harder with recall `search`: found none either" in status
     assert table["data"] in ([], [[]]) or not any(table["data"])
     record = json.loads(Path(files[0]).read_text())
     assert record["hands"] == [] and record["width"] == 640
@@ -297,7 +311,7 @@ def test_bad_image_inputs(client, tmp_path, name):
         assert expect in msg.lower(), msg
         assert str(tmp_path) not in msg and "/gradio/" not in msg  # names the user's file, not server paths
         return
-    image, plot, table, files, status = predict(client, path)
+    image, plot, table, files, status, crops = predict(client, path)
     assert "found in" in status
     record = json.loads(Path(files[0]).read_text())
     out = np.asarray(Image.open(image))
@@ -309,7 +323,7 @@ def test_bad_image_inputs(client, tmp_path, name):
 
 
 def test_missing_input_and_cuda_messages(client):
-    msg = error_of(lambda: client.predict(None, 0.5, 4, LAYERS, "cpu", api_name="/predict_image"))
+    msg = error_of(lambda: client.predict(None, 0.5, 4, LAYERS, "cpu", "fast", api_name="/predict_image"))
     assert "upload an image" in msg
     import torch
 
@@ -383,13 +397,13 @@ def moving_frames(n: int) -> list[np.ndarray]:
 def clip_result(client, tmp_path_factory):
     """An 8-frame clip through /predict_clip."""
     path = write_clip(tmp_path_factory.mktemp("clip") / "slide.mp4", moving_frames(8), fps=8.0)
-    return client.predict(handle_file(str(path)), 0.5, 4, LAYERS, "cpu", True, api_name="/predict_clip")
+    return run_clip(client, path)
 
 
 def test_clip_outputs(clip_result, client):
     import av
 
-    video, slider, plot, table, files, status = clip_result
+    video, slider, plot, table, files, status, seek = clip_result
     mp4 = video["video"] if isinstance(video, dict) else video
     with av.open(mp4) as c:
         s = c.streams.video[0]
@@ -400,6 +414,7 @@ def test_clip_outputs(clip_result, client):
     assert [r["frame"] for r in records] == list(range(8))
     assert all(r["schema"] == "handos.prediction/1" for r in records)
     assert sum(len(r["hands"]) for r in records) >= 8  # two hands most frames
+    assert len(json.loads(seek)) == 8 and json.loads(seek) == sorted(json.loads(seek))  # the slider's seek times
     assert "8 frames" in status
     assert any(t["type"] == "mesh3d" for t in plot_traces(plot))
     # the frame slider: frame 5's 3D view
@@ -420,15 +435,14 @@ def test_bad_clips(client, tmp_path):
     }
     for name, (path, make, expect) in cases.items():
         make(path)
-        msg = error_of(lambda path=path: client.predict(handle_file(str(path)), 0.5, 4, LAYERS, "cpu", True, api_name="/predict_clip"))
+        msg = error_of(lambda path=path: run_clip(client, path))
         assert expect in msg, f"{name}: {msg}"
         assert "/gradio/" not in msg and str(tmp_path) not in msg, msg
 
 
 def test_odd_frame_rate_clip(client, tmp_path):
     path = write_clip(tmp_path / "odd.mp4", moving_frames(4), fps=7.3)
-    video, slider, plot, table, files, status = client.predict(handle_file(str(path)), 0.5, 4, LAYERS, "cpu", False,
-                                                               api_name="/predict_clip")
+    video, slider, plot, table, files, status, seek = run_clip(client, path, smooth=False)
     assert "4 frames" in status
 
 
@@ -555,5 +569,230 @@ def test_browser_example_runs_and_plot_draws(demo_server, artifacts, chromium):
         assert page.locator("#annotated img").count() == 1
         page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
         assert not page_errors, page_errors
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 20: the demo a visitor trusts
+
+
+@pytest.mark.parametrize("rel", list(MISSED_BY_DEFAULT))
+def test_missed_hand_is_found_by_looking_harder(client, realdata, rel):
+    """Real photos no one here made: the default recall finds nothing, the automatic harder look finds the hand."""
+    image, plot, table, files, status, crops = predict(client, realdata / rel)
+    assert "nothing with recall `fast`" in status and "looked harder with recall `search`: found 1" in status, status
+    assert "**1 hand** found in" in status
+    record = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert [h["handedness"] for h in record["hands"]] == [MISSED_BY_DEFAULT[rel]]
+    # the chosen mode is used as it is: "off" (exactly MediaPipe) never looks harder
+    status_off = predict(client, realdata / rel, recall="off")[4]
+    assert "**0 hands**" in status_off and "looked harder" not in status_off
+
+
+def test_threshold_hides_and_counts_without_a_model_run(client, two_hands):
+    path, out, record, _ = two_hands
+    predict(client, path)
+    scores = sorted(h["score"] for h in record["hands"])
+    cut = (scores[0] + scores[-1]) / 2 if scores[0] < scores[-1] else scores[0] + 1e-3
+    image, plot, table, files, status, crops, video = client.predict(cut, 4, LAYERS, api_name="/redraw")
+    below = sum(s < cut for s in scores)
+    assert f"({below} more below the threshold {cut:.2f})" in status, status
+    assert len(table["data"]) == len(scores) - below
+
+
+def test_huge_photo_is_downscaled_not_refused(client, tmp_path):
+    big = np.asarray(Image.open(next(p for p in EXAMPLES if "open_palm" in p.name)).convert("RGB").resize((9000, 6750)))
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(big).save(path, quality=70)  # 61 MP
+    image, plot, table, files, status, crops = predict(client, path)
+    assert "downscaled from 9000x6750 (61 MP)" in status and "**1 hand**" in status, status
+    record = json.loads(Path(files[0]).read_text())
+    assert record["width"] * record["height"] <= 12_100_000 and abs(record["width"] / record["height"] - 9000 / 6750) < 0.01
+
+
+def decoded_frames(mp4: str) -> list[np.ndarray]:
+    """Every frame of a video as RGB arrays."""
+    import av
+
+    with av.open(mp4) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+def drawn_fraction(video_frames: list[np.ndarray], source: list[np.ndarray]) -> float:
+    """Fraction of pixels an overlay changed (differing from the source by more than H.264's error)."""
+    return float(np.mean([np.mean(np.abs(a.astype(int) - b.astype(int)).max(-1) > 60) for a, b in zip(video_frames, source)]))
+
+
+def test_clip_video_follows_the_layers_and_threshold(client, tmp_path):
+    source = moving_frames(6)
+    path = write_clip(tmp_path / "slide.mp4", source, fps=6.0)
+    video, slider, plot, table, files, status, seek = run_clip(client, path, layers=[])
+    plain = decoded_frames(video["video"] if isinstance(video, dict) else video)
+    assert len(plain) == 6 and drawn_fraction(plain, source) < 0.002  # nothing drawn: the clip itself
+    assert "video drawn with: nothing" in status
+    out = client.predict(0.5, 4, ["boxes", "skeleton"], api_name="/redraw")
+    drawn = decoded_frames(out[6]["video"] if isinstance(out[6], dict) else out[6])
+    assert drawn_fraction(drawn, source) > 0.003 and "video drawn with: boxes, skeleton" in out[4]
+    meshed = decoded_frames(client.predict(0.5, 4, ["mesh"], api_name="/redraw")[6]["video"])
+    assert drawn_fraction(meshed, source) > 2 * drawn_fraction(drawn, source)  # the mesh covers the hands
+    hidden = client.predict(1.0, 4, ["boxes", "skeleton", "mesh"], api_name="/redraw")
+    # a threshold of 1 hides every hand (scores are palm or presence probabilities, under 1): nothing drawn
+    assert drawn_fraction(decoded_frames(hidden[6]["video"]), source) < 0.002
+
+
+def write_avi(path: Path, frames: list[np.ndarray], fps: int = 6) -> Path:
+    """An AVI (MPEG-4 Part 2) clip: handos reads it, browsers cannot play it."""
+    import av
+
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_avi_clip_runs(client, tmp_path):
+    path = write_avi(tmp_path / "slide.avi", moving_frames(4))
+    video, slider, plot, table, files, status, seek = run_clip(client, path)
+    assert "4 frames" in status
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 20 in the browser
+
+
+def open_demo(chromium, demo_server, **context_args):
+    """A fresh page on the demo (1400x1100), with page errors collected in page.errors_seen."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100}, **context_args)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors_seen = errors
+    page.goto(demo_server.url, wait_until="load", timeout=120_000)
+    page.wait_for_selector("#image-input", timeout=120_000)
+    return context, page
+
+
+def status_text(page) -> str:
+    """The status line as the visitor reads it."""
+    return page.locator("#status").inner_text()
+
+
+def wait_status(page, pattern: str, timeout: int = 180_000) -> str:
+    """Wait until the status line matches a regular expression; return its text."""
+    page.wait_for_function("(p) => new RegExp(p).test(document.querySelector('#status').innerText)", arg=pattern,
+                           timeout=timeout)
+    return status_text(page)
+
+
+def upload_image(page, path: Path) -> None:
+    """Upload a file into the image input, as a visitor does."""
+    page.locator("#image-input input[type=file]").set_input_files(str(path))
+
+
+@pytest.mark.browser
+def test_browser_missed_hand_found_then_error_stays(demo_server, artifacts, chromium, realdata, tmp_path):
+    context, page = open_demo(chromium, demo_server)
+    try:
+        # before any run the empty 3D view does not claim that no hands were found
+        page.wait_for_selector("#plot3d .js-plotly-plot", timeout=60_000)
+        assert "no hands found" not in page.locator("#plot3d").inner_text()
+        # a clear hand MediaPipe's path misses: found by the automatic harder look, and the status says so
+        upload_image(page, realdata / "interhand26m/images/image2017.jpg")
+        text = wait_status(page, "1 hand.*found in")
+        assert "looked harder with recall search" in text.replace("`", ""), text
+        page.wait_for_selector("#annotated img", timeout=30_000)
+        page.wait_for_selector("#hand-crops img", timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts / "demo_missed_then_found.png"), full_page=True)
+        # an unreadable file: the message stays in the status line, stale results and the broken preview go
+        notes = tmp_path / "notes.jpg"
+        notes.write_bytes(b"this is a text file, not a picture\n" * 20)
+        upload_image(page, notes)
+        text = wait_status(page, "Error")
+        assert "notes.jpg" in text and "not an image" in text, text
+        page.wait_for_timeout(12_000)  # longer than a toast lives
+        text = status_text(page)
+        assert "Error" in text and "notes.jpg" in text, text
+        assert page.locator("#annotated img").count() == 0
+        assert page.locator("#hand-crops img").count() == 0
+        assert page.evaluate("() => [...document.querySelectorAll('#image-input img')].every(i => i.naturalWidth > 0)")
+        assert page.locator("#hands-table tbody tr td").filter(has_text="right").count() == 0
+        page.screenshot(path=str(artifacts / "demo_error_stays.png"), full_page=True)
+        assert not page.errors_seen, page.errors_seen
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_threshold_enter_crops_labelstudio_and_webcam(demo_server, artifacts, chromium):
+    context, page = open_demo(chromium, demo_server)
+    try:
+        # no camera in a headless browser: said plainly
+        page.wait_for_function("() => /no camera/.test(document.querySelector('#webcam-note').innerText)", timeout=30_000)
+        page.locator("#examples").get_by_role("button").first.click()
+        wait_status(page, "hands? +found in")
+        first = page.locator("#annotated img").get_attribute("src")
+        assert page.locator("#hand-crops img").count() >= 1
+        import torch
+
+        assert page.locator("#device").get_by_label("cuda").count() == int(torch.cuda.is_available())  # no CUDA, no choice
+        # a threshold typed and confirmed with Enter redraws (no mouse release needed)
+        box = page.locator("#threshold input[type=number]")
+        box.fill("0.95")
+        box.press("Enter")
+        page.wait_for_function("(s) => document.querySelector('#annotated img') && "
+                               "document.querySelector('#annotated img').src !== s", arg=first, timeout=60_000)
+        assert "0.95" in page.locator("#threshold input[type=number]").input_value()
+        page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
+        # Label Studio: the panel's own wording, shown inside the panel
+        page.get_by_text("Label Studio", exact=True).first.click()
+        page.locator("#push-ls").click()
+        page.wait_for_function("() => /Not pushed/.test(document.querySelector('#ls-result').innerText)", timeout=60_000)
+        msg = page.locator("#ls-result").inner_text()
+        assert "URL" in msg and "--" not in msg, msg
+        assert not page.errors_seen, page.errors_seen
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_clip_layers_and_slider_seek(demo_server, artifacts, chromium, tmp_path):
+    avi = write_avi(tmp_path / "slide.avi", moving_frames(10), fps=5)
+    context, page = open_demo(chromium, demo_server)
+    try:
+        page.get_by_role("tab", name="Clip", exact=True).click()
+        page.locator("#clip-input input[type=file]").set_input_files(str(avi))
+        wait_status(page, "slide.avi. uploaded", timeout=60_000)
+        page.wait_for_timeout(1500)
+        assert "not playable" not in page.locator("body").inner_text().lower()
+        page.locator("#run-clip").click()
+        text = wait_status(page, "10 frames")
+        assert "video drawn with: boxes, labels, skeleton" in text and "mesh" not in text.split("drawn with:")[1], text
+        page.wait_for_selector("#clip-output video", timeout=60_000)
+        src = page.locator("#clip-output video").get_attribute("src")
+        # the layer checkboxes redraw the clip: the mesh is drawn on its frames
+        page.locator("#layers").get_by_label("mesh").check()
+        text = wait_status(page, "video drawn with: .*mesh")
+        page.wait_for_function("(s) => document.querySelector('#clip-output video') && "
+                               "document.querySelector('#clip-output video').src !== s", arg=src, timeout=60_000)
+        # the frame slider seeks the video
+        page.wait_for_function("() => document.querySelector('#clip-output video').readyState >= 1", timeout=60_000)
+        times = json.loads(page.locator("#seek-times textarea, #seek-times input").first.input_value())
+        assert len(times) == 10
+        box = page.locator("#frame-slider input[type=number]")
+        box.fill("6")
+        box.press("Enter")
+        page.wait_for_function("(t) => Math.abs(document.querySelector('#clip-output video').currentTime - t) < 0.05",
+                               arg=times[6], timeout=30_000)
+        page.wait_for_function("() => /frame 6/.test(document.querySelector('#plot3d').innerText)", timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts / "demo_clip.png"), full_page=True)
+        assert not page.errors_seen, page.errors_seen
     finally:
         context.close()

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 import trimesh
 
-from demo import callbacks, colors, export, figures, overlays
+from demo import colors, crops, errors, export, figures, overlays, results
 from handos.errors import InputError
 from handos.io.schema import Hand, prediction_record
 
@@ -34,11 +34,12 @@ def faces_for(side: str) -> np.ndarray:
 
 def test_select_hands_threshold_order_and_limit():
     hands = [make_hand(0, "right", 0.4), make_hand(1, "left", 0.9), make_hand(2, "right", 0.7)]
-    kept = callbacks.select_hands(hands, 0.5, 8)
+    kept = results.select_hands(hands, 0.5, 8)
     assert [h.id for h in kept] == [1, 2]
-    assert [h.id for h in callbacks.select_hands(hands, 0.0, 1)] == [1]
-    rows = callbacks.hands_table(kept)
-    assert rows[0][:3] == [1, "left", 0.9] and rows[0][4:] == [10.0, 20.0, 110.0, 140.0]
+    assert [h.id for h in results.select_hands(hands, 0.0, 1)] == [1]
+    assert results.below_threshold(hands, 0.5) == 1
+    rows = results.hands_table(kept)
+    assert rows[0][:4] == [1, "left", 0.9, 0.9] and rows[0][4:] == [10.0, 20.0, 110.0, 140.0]
 
 
 def test_figure_is_metric_camera_frame_with_overlay_colours():
@@ -60,10 +61,18 @@ def test_figure_is_metric_camera_frame_with_overlay_colours():
     assert np.allclose(np.asarray(lines[1].z), hands[0].joints_3d[chain[1], 2])
 
 
-def test_empty_figure_says_no_hands():
+def test_empty_figure_says_no_hands_only_after_a_run():
     fig = figures.hands_figure([], None)
     go.Figure(fig.to_plotly_json())
     assert len(fig.data) == 0 and "no hands" in fig.layout.annotations[0].text
+    before = figures.hands_figure([], None, empty_text=figures.EMPTY_BEFORE_RUN)
+    assert "no hands" not in before.layout.annotations[0].text
+
+
+def test_legend_has_its_own_band_under_the_scene():
+    fig = figures.hands_figure([make_hand(0, "right", 0.9)], faces_for)
+    assert fig.layout.scene.domain.y[0] >= figures.LEGEND_BAND > 0
+    assert fig.layout.legend.y + 0.05 <= fig.layout.scene.domain.y[0] and fig.layout.legend.yanchor == "bottom"
 
 
 def test_downloads_json_obj_glb(tmp_path):
@@ -91,11 +100,11 @@ def test_downloads_without_meshes_give_only_json(tmp_path):
 
 
 def test_errors_become_one_line_gr_errors():
-    @callbacks.user_errors
+    @errors.user_errors
     def bad_input():
         raise InputError("x.jpg: broken or truncated image")
 
-    @callbacks.user_errors
+    @errors.user_errors
     def crash():
         raise KeyError("line one\nline two")
 
@@ -110,6 +119,143 @@ def test_errors_become_one_line_gr_errors():
 def test_layers_from_names():
     assert overlays.Layers.from_names(["mesh", "boxes"]) == overlays.Layers(boxes=True, skeleton=False, labels=False, mesh=True)
     assert overlays.Layers.from_names(None) == overlays.Layers(False, False, False, False)
+    assert "mesh" not in overlays.DEFAULT_LAYERS and {"labels", "skeleton"} <= set(overlays.DEFAULT_LAYERS)
+
+
+def test_errors_in_view_return_the_message_instead_of_raising():
+    def crash():
+        raise KeyError("secret\nline")
+
+    def bad():
+        raise errors.BadUpload("notes.jpg: not an image file")
+
+    seen = []
+    on_error = lambda message, err: seen.append((message, type(err).__name__)) or ("cleared", message)  # noqa: E731
+    assert errors.errors_in_view(bad, on_error)() == ("cleared", "notes.jpg: not an image file")
+    assert errors.errors_in_view(crash, on_error)()[1] == "internal error (KeyError); the server log has the details"
+    from demo import events
+
+    out = events.image_failed("notes.jpg: not an image file", errors.BadUpload("x"))
+    assert out[0] is None and out[1] is None and out[5] == "**Error:** notes.jpg: not an image file" and out[7] is None
+    kept_input = events.image_failed("CUDA is not available", InputError("x"))[7]
+    assert kept_input is not None  # a good file stays in the input when something else failed
+
+
+def test_label_studio_messages_worded_for_the_panel():
+    cli = ("cannot reach Label Studio at http://127.0.0.1:9 while listing projects (ConnectError); is the server "
+           "running and --ls-url right? Re-run to continue: nothing pushed is lost")
+    msg = errors.panel_message(cli)
+    assert "--" not in msg and "URL field" in msg and "127.0.0.1" in msg
+    key = "k" * 40
+    msg = errors.panel_message(f"Label Studio at http://x refused the API key {key} while pushing (HTTP 401); "
+                               "set LABEL_STUDIO_API_KEY to the token under Account & Settings", key)
+    assert key not in msg and "API key field" in msg and "LABEL_STUDIO_API_KEY" not in msg
+
+
+def test_label_shows_handedness_confidence_and_marks_unsure():
+    sure, unsure = make_hand(0, "right", 0.93), make_hand(1, "left", 0.93)
+    sure.handedness_score, unsure.handedness_score = 0.98, 0.545
+    assert overlays.hand_label(sure) == "right 0.98"
+    assert overlays.hand_label(unsure) == "left? 0.55"
+    unsure.track_id = 3
+    assert overlays.hand_label(unsure) == "#3 left? 0.55"
+    assert results.hands_table([unsure])[0][1:4] == ["left?", 0.545, 0.93]
+
+
+def test_small_hands_get_thin_strokes():
+    rgb = np.zeros((2000, 3000, 3), np.uint8)
+    small, big = make_hand(0, "right", 0.9), make_hand(1, "right", 0.9)
+    small.bbox_xyxy, big.bbox_xyxy = np.array([0.0, 0, 40, 50]), np.array([0.0, 0, 900, 1000])
+    assert overlays.stroke_width(rgb, small) == 1 and overlays.stroke_width(rgb, big) > 3
+
+
+def test_hand_crops_zoom_each_hand():
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    rgb[100:200, 300:380] = 250
+    hand = make_hand(0, "right", 0.9)
+    hand.bbox_xyxy = np.array([300.0, 100, 380, 200])
+    hand.keypoints_2d = np.tile([340.0, 150.0], (21, 1))
+    hand.vertices = None
+    K = np.array([[500, 0, 320], [0, 500, 240], [0, 0, 1]], np.float64)
+    (crop, caption), = crops.hand_crops(rgb, [hand], K, faces_for)
+    assert crop.shape == (crops.CROP_PX, 2 * crops.CROP_PX + 4, 3)
+    plain = crop[:, : crops.CROP_PX]
+    assert plain[crops.CROP_PX // 2, crops.CROP_PX // 2].tolist() == [250, 250, 250]  # the hand fills the middle
+    assert caption.startswith("#0 right") and "detection 0.90" in caption
+
+
+class FakeModel:
+    """A model whose detector finds a hand only in the given recall modes."""
+
+    def __init__(self, finds_in):
+        from handos.foundation.types import FoundationConfig
+
+        self.foundation = type("F", (), {})()
+        self.foundation.config = FoundationConfig()
+        self.finds_in = finds_in
+        self.calls = []
+
+    def __call__(self, image, camera=None, max_hands=2, score_threshold=0.5):
+        mode = self.foundation.config.recall_boost
+        self.calls.append((mode, score_threshold))
+        return [make_hand(0, "right", 0.3)] if mode in self.finds_in else []
+
+
+def test_nothing_found_looks_harder_once():
+    from demo.models import ModelCache
+    from demo.search import find_hands
+
+    base = FakeModel({"search"})
+    cache = ModelCache(lambda device: base)
+    found = find_hands(cache, None, None, "cpu", "fast", 4)
+    assert [a.recall for a in found.attempts] == ["fast", "search"] and len(found.hands) == 1
+    assert base.calls == [("fast", 0.0), ("search", 0.0)]  # unthresholded: the demo filters and counts
+    assert "looked harder with recall `search`: found 1" in found.note()
+    assert base.foundation.config.recall_boost == "fast"  # the shared model is never switched
+    assert find_hands(cache, None, None, "cpu", "off", 4).attempts[-1].recall == "off"  # off is exactly MediaPipe
+    found = find_hands(ModelCache(lambda device: FakeModel({"fast"})), None, None, "cpu", "fast", 4)
+    assert len(found.attempts) == 1 and found.note() == ""
+
+
+def test_recall_views_share_the_networks():
+    from demo.models import with_recall
+
+    base = FakeModel(set())
+    view = with_recall(base, "search")
+    assert view is not base and view.foundation.config.recall_boost == "search"
+    assert base.foundation.config.recall_boost == "fast" and with_recall(base, "fast") is base
+
+
+def test_device_choices_offer_cuda_only_where_it_exists(monkeypatch):
+    import torch
+
+    from demo import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.device_choices() == ["auto", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.device_choices() == ["auto", "cpu", "cuda"]
+
+
+def test_photos_over_50_mp_are_downscaled(tmp_path):
+    from PIL import Image
+
+    from demo.images import DOWNSCALED_PIXELS, load_upload
+
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (9000, 6000), (120, 90, 60)).save(path, quality=80)  # 54 MP
+    up = load_upload(str(path))
+    assert up.downscaled and up.original_size == (9000, 6000)
+    assert up.image.width * up.image.height <= DOWNSCALED_PIXELS * 1.01
+    assert abs(up.image.width / up.image.height - 1.5) < 0.01
+    assert "downscaled from 9000x6000 (54 MP)" in up.note()
+    small = tmp_path / "small.png"
+    Image.new("RGB", (64, 48)).save(small)
+    assert not load_upload(str(small)).downscaled and load_upload(str(small)).note() == ""
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    with pytest.raises(errors.BadUpload, match="notes.jpg"):
+        load_upload(str(text))
 
 
 def test_webcam_data_url_becomes_a_file():
