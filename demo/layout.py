@@ -140,6 +140,9 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                 files = gr.File(file_count="multiple", label="Downloads: predictions JSON (handos.prediction/1), meshes OBJ / GLB, clip MP4 / JSONL",
                                 interactive=False, elem_id="downloads")
                 seek_times = gr.Textbox("[]", visible="hidden", elem_id="seek-times")
+                # API callers may name any device (and get a one-line reason when it is missing); the page offers
+                # only the devices present
+                device_api = gr.Textbox(default_device, visible=False)
         with gr.Row(visible=False):  # the API endpoints (errors raised, as clients expect); the page uses the events below
             api = {name: gr.Button(name) for name in ("predict_image", "predict_clip", "clip_frame", "redraw", "push_labelstudio")}
 
@@ -160,8 +163,12 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
             return lambda *a: (*fn(*a), gr.skip())
 
         # API endpoints
-        api["predict_image"].click(user_errors(cb.run_image), run_inputs, image_outputs, api_name="predict_image", **model_run)
-        api["predict_clip"].click(user_errors(clips.run_clip), clip_inputs, clip_outputs, api_name="predict_clip", **clip_run)
+        api_run_inputs = [image_in, threshold, max_hands, layers, device_api, recall]
+        api_clip_inputs = [clip_in, threshold, max_hands, layers, device_api, smooth, recall]
+        api["predict_image"].click(user_errors(cb.run_image), api_run_inputs, image_outputs, api_name="predict_image",
+                                   **model_run)
+        api["predict_clip"].click(user_errors(clips.run_clip), api_clip_inputs, clip_outputs, api_name="predict_clip",
+                                  **clip_run)
         api["clip_frame"].click(user_errors(clips.show_frame), [state, frame], [plot, table, status], api_name="clip_frame")
         api["redraw"].click(user_errors(cb.redraw), redraw_inputs, redraw_outputs, api_name="redraw", **clip_run)
         api["push_labelstudio"].click(user_errors(ls.push), push_inputs, push_out, api_name="push_labelstudio",
