@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from handos.data.labelled import load_labelled, split_images, to_grayscale
+from handos.errors import ConfigError
 from handos.train.finetune import REPORT_FILE, FinetuneConfig, FinetuneError, finetune
 
 REPORT_KEYS = {"data", "split", "steps", "seconds", "before", "after"}
@@ -113,6 +114,11 @@ def test_finetune_landmark_resumes_and_loads(export_file: Path, tmp_path: Path) 
     assert "Fine-tuning" in card and "before" in card
     model = handos.load(weights=out, device="cpu")
     assert model.version.startswith("handos-finetune-")
+    # a tuned landmark net: one more landmark pass on its own landmark ROI, its own 2D reported
+    assert json.loads((out / "foundation_config.json").read_text()) == {"landmark_passes": 1}
+    assert report["inference"] == {"landmark_passes": 1, "refine_2d": False}
+    assert model.foundation.config.landmark_passes == 1 and not model.decoder.config.refine_2d
+    assert "1 extra landmark pass" in card
     rec = model.record(str(export_file.parent / "hand_0.jpg"))
     assert rec["model"] == model.version
     # the landmark net in DIR is the fine-tuned one; anchored heads stay near the original
@@ -149,6 +155,21 @@ def test_finetune_cli_frozen(export_file: Path, tmp_path: Path, capsys) -> None:
     assert report["steps"] == 3 and report["licence"] == "CC0"
     assert (out / "decoder.safetensors").exists() and not (out / "hand_landmark_full.safetensors").exists()
     assert "CC0" in (out / "MODEL_CARD.md").read_text()
+    # a frozen landmark net keeps the shipped inference settings unless told
+    assert report["inference"] == {"landmark_passes": 0, "refine_2d": True}
+    assert not (out / "foundation_config.json").exists()
+
+
+def test_finetune_inference_options() -> None:
+    """Defaults by mode, explicit choices win, a frozen run inherits the starting weights' settings."""
+    lm = FinetuneConfig(data="d", out="o", foundation="landmark")
+    assert lm.inference_options(0, True) == (1, False)
+    assert FinetuneConfig(data="d", out="o").inference_options(2, False) == (2, False)
+    assert FinetuneConfig(data="d", out="o", foundation="all", landmark_steps=0).inference_options(0, True) == (0, True)
+    assert FinetuneConfig(data="d", out="o", foundation="landmark", landmark_passes=0,
+                          refine_2d=True).inference_options(0, True) == (0, True)
+    with pytest.raises(ConfigError):
+        FinetuneConfig(data="d", out="o", landmark_passes=7)
 
 
 @pytest.mark.slow
@@ -169,3 +190,19 @@ def test_finetune_all_grayscale_real(realdata: Path, tmp_path: Path) -> None:
     assert (out / "palm_detection_full.safetensors").exists() and (out / "hand_landmark_full.safetensors").exists()
     model = handos.load(weights=out, device="cpu")
     assert model.version.startswith("handos-finetune-ge2019")
+
+
+def test_weights_folder_foundation_options(tmp_path: Path) -> None:
+    """foundation_config.json in a weights folder sets landmark_passes; anything else is a one-line ModelError."""
+    from handos.errors import ModelError
+    from handos.model.pipeline import folder_foundation_options
+    from handos.weights import WEIGHTS_DIR
+
+    assert folder_foundation_options(tmp_path) == {} and folder_foundation_options(WEIGHTS_DIR) == {}
+    (tmp_path / "foundation_config.json").write_text('{"landmark_passes": 2}')
+    assert folder_foundation_options(tmp_path) == {"landmark_passes": 2}
+    for bad, err in (('{"min_presence": 0.1}', ModelError), ("[1", ModelError), ('{"landmark_passes": 9}', ConfigError)):
+        (tmp_path / "foundation_config.json").write_text(bad)
+        with pytest.raises(err) as e:
+            folder_foundation_options(tmp_path)
+        assert "\n" not in str(e.value)

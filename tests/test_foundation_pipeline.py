@@ -557,6 +557,23 @@ def test_real_image_tracking_reproduces_detection(foundation, ge_images):
     assert torch.equal(again.roi_index, torch.zeros(len(again), dtype=torch.long))
 
 
+def test_landmark_passes_rerun_on_the_landmark_roi(foundation, ge_images):
+    """landmark_passes=1: same hands, scores and order; the landmarks are those of a second pass on next_roi."""
+    import dataclasses
+
+    _, imgs = ge_images
+    first = foundation.detect(imgs[:4])
+    two = Foundation(foundation.palm_net, foundation.landmark_net,
+                     dataclasses.replace(foundation.config, landmark_passes=1)).detect(imgs[:4])
+    assert torch.equal(two.image_index, first.image_index) and torch.equal(two.score, first.score)
+    assert torch.allclose(two.roi, first.next_roi, atol=1e-4)  # the second pass ran on the landmark ROI
+    manual = foundation.detect(imgs[:4], rois=[first.next_roi[first.per_image(i)] for i in range(4)], max_hands=1)
+    assert torch.allclose(two.joints_2d, manual.joints_2d, atol=1e-3)
+    assert not torch.allclose(two.joints_2d, first.joints_2d, atol=1e-2)
+    with pytest.raises(ConfigError):
+        FoundationConfig(landmark_passes=9)
+
+
 def test_overlay_artifact(foundation, realdata, artifacts):
     """Draw ROIs (rotated squares, top edge thick) and joints on real images for a human to look at."""
     names = [("ge2019_realworld", 0), ("panoptic", 1), ("rhd", 0)]

@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0, help="seed of the split and the training draws")
     ft.add_argument("--grayscale", action="store_true", help="train and measure on grey versions of the images")
     ft.add_argument("--data-licence", help="the labels' licence, written into the model card")
-    ft.add_argument("--landmark-steps", type=int, default=200, help="landmark-net steps (default 200)")
-    ft.add_argument("--palm-steps", type=int, default=150, help="palm-detector steps (default 150)")
+    ft.add_argument("--landmark-steps", type=int, help="landmark-net steps (default: FinetuneConfig's)")
+    ft.add_argument("--palm-steps", type=int, help="palm-detector steps (default: FinetuneConfig's)")
+    ft.add_argument("--landmark-passes", type=int, choices=range(5), metavar="N",
+                    help="extra landmark passes the weights ask for at inference (default: 1 with a fine-tuned "
+                         "landmark net, else the starting weights')")
+    ft.add_argument("--refine-2d", choices=("on", "off"), help="report the decoder's refined 2D joints (default: "
+                    "off with a fine-tuned landmark net, else the starting weights')")
     ft.add_argument("--max-steps", type=int, help="stop after this many steps in this run (rerun to continue)")
     return ap
 
@@ -65,11 +70,12 @@ def finetune_main(args: argparse.Namespace) -> int:
     if not args.out_dir:
         raise ConfigError("--finetune needs --out DIR (the weights folder to write)")
     kw = {"decoder_steps": args.steps, "device": args.device, "threads": args.threads,
-          "decoder_batch": args.batch_size}
+          "decoder_batch": args.batch_size, "landmark_steps": args.landmark_steps, "palm_steps": args.palm_steps,
+          "landmark_passes": args.landmark_passes,
+          "refine_2d": None if args.refine_2d is None else args.refine_2d == "on"}
     cfg = FinetuneConfig(data=args.finetune, out=args.out_dir, weights=args.weights, foundation=args.foundation,
                          val_frac=args.val_frac, seed=args.seed, grayscale=args.grayscale,
-                         data_licence=args.data_licence, landmark_steps=args.landmark_steps,
-                         palm_steps=args.palm_steps, **{k: v for k, v in kw.items() if v is not None})
+                         data_licence=args.data_licence, **{k: v for k, v in kw.items() if v is not None})
     report = finetune(cfg, progress=not args.no_progress, max_steps=args.max_steps)
     if report.get("stopped"):
         print(f"stopped after --max-steps; rerun the same command to continue ({report['out']})")

@@ -298,6 +298,8 @@ class Foundation:
             return self._empty(imgs.sizes)
         # landmark net on the ROI crops -> landmarks in image px; lost hands (presence) dropped
         out = self.landmarks_on_rois(imgs, rois_in)
+        if cfg.landmark_passes:
+            out = self.repeat_on_landmark_rois(imgs, rois_in, out, cfg.landmark_passes)
         out = out.select((out.presence >= cfg.min_presence).to(self.device))
         if boost != "off":
             out = confirm_recall(out, cfg, mh)
@@ -323,10 +325,17 @@ class Foundation:
         if not any(rois_in):
             return self._empty(imgs.sizes)
         out = self.landmarks_on_rois(imgs, rois_in)
-        for _ in range(int(refine)):  # the rotation and scale the first pass's landmarks give
+        return self.repeat_on_landmark_rois(imgs, rois_in, out, int(refine))
+
+    def repeat_on_landmark_rois(self, imgs: _Images, rois_in: list[list[RoiCandidate]], out: FoundationOutput,
+                                passes: int) -> FoundationOutput:
+        """Run the landmark net `passes` more times, each on the ROI the previous landmarks give (`next_roi`,
+        rotation included); every hand keeps its candidate's score, ROI index and boosted flag."""
+        for _ in range(passes):
             nxt = out.next_roi.double().cpu()
-            rois_in = [[RoiCandidate(nxt[j], float("nan"), int(out.roi_index[j]), False) for j in out.per_image(i).tolist()]
-                       for i in range(len(imgs_np))]
+            flat = [c for cands in rois_in for c in cands]  # the hands' order in `out` (landmarks_on_rois)
+            rois_in = [[RoiCandidate(nxt[j], flat[j].score, flat[j].roi_index, flat[j].boosted)
+                        for j in out.per_image(i).tolist()] for i in range(len(rois_in))]
             out = self.landmarks_on_rois(imgs, rois_in)
         return out
 

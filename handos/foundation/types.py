@@ -41,6 +41,9 @@ class FoundationConfig:
     boost_flip: also detect on the horizontally flipped letterbox (always on in "search").
     boost_min_score: with recall_boost, palm candidates down to this score are tried ...
     boost_min_presence: ... and kept only if the landmark net's presence reaches this.
+    landmark_passes: extra landmark-net passes on detected hands, each on the ROI the previous pass's landmarks
+        give (MediaPipe's landmarks -> ROI rule, as a tracked hand's next frame gets); 0 = MediaPipe's graph.
+        Fine-tuned landmark nets are trained on such landmark ROIs, so their weights folders may set it.
     dedup_dist: with recall_boost, a hand whose mean joint distance to an earlier hand is under this
         fraction of that hand's box side is a duplicate and dropped.
     dedup_iou, dedup_min_size: with recall_boost, a boosted hand overlapping a kept hand of the same
@@ -64,6 +67,7 @@ class FoundationConfig:
     dedup_dist: float = 0.2
     dedup_iou: float = 0.2
     dedup_min_size: float = 0.3
+    landmark_passes: int = 0
 
     @property
     def recall_mode(self) -> str:
@@ -85,6 +89,8 @@ class FoundationConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {v}")
+        if not 0 <= self.landmark_passes <= 4:
+            raise ConfigError(f"landmark_passes must be in 0..4, got {self.landmark_passes}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -365,6 +366,27 @@ def concat_outputs(parts: list[tuple[list[int], Any]], num_images: int):
     return type(first)(image_sizes=sizes, **joined)
 
 
+FOUNDATION_OPTIONS_FILE = "foundation_config.json"
+FOLDER_FOUNDATION_KEYS = ("landmark_passes",)  # what a weights folder may set (its nets were trained for it)
+
+
+def folder_foundation_options(folder: Path) -> dict[str, Any]:
+    """Foundation options a weights folder carries in foundation_config.json ({} when it has none)."""
+    from handos.foundation.types import FoundationConfig
+
+    file = folder / FOUNDATION_OPTIONS_FILE
+    if folder == WEIGHTS_DIR or not file.is_file():
+        return {}
+    try:
+        opts = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read {file}: {str(err).splitlines()[0][:160]}") from None
+    if not isinstance(opts, dict) or set(opts) - set(FOLDER_FOUNDATION_KEYS):
+        raise ModelError(f"{file} may only set {', '.join(FOLDER_FOUNDATION_KEYS)}; got {opts!r:.120}")
+    FoundationConfig(**opts)  # range checks (ConfigError)
+    return opts
+
+
 def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
          score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast") -> HandOS:
     """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda.
@@ -385,7 +407,8 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
         raise
     except Exception as err:
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
-    foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall))
+    foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall,
+                                                                     **folder_foundation_options(path.parent)))
     from handos.foundation.nets import load_landmark_net, load_palm_detector
 
     for attr, file, loader in (("landmark_net", "hand_landmark_full.safetensors", load_landmark_net),

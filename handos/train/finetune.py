@@ -70,6 +70,12 @@ class FinetuneConfig:
     lr_landmark: float = 1e-4
     lr_palm: float = 5e-5
     distill: float = 1.0  # weight of the landmark net's anchored heads
+    # inference settings written into the weights folder; None = the choice measured best for the mode: with a
+    # fine-tuned landmark net, one more landmark pass on the ROI its own landmarks give (the ROIs it was trained
+    # on) and its own 2D joints reported (the decoder's 2D refinement learned MediaPipe's errors, not the
+    # adapted net's); with a frozen one, neither (the shipped behaviour)
+    landmark_passes: int | None = None
+    refine_2d: bool | None = None
     crops_per_hand: int = 8
     views_per_image: int = 4
     ckpt_every: int = 25
@@ -83,6 +89,21 @@ class FinetuneConfig:
         for k in ("decoder_steps", "landmark_steps", "palm_steps"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.landmark_passes is not None and not 0 <= self.landmark_passes <= 4:
+            raise ConfigError(f"--landmark-passes must be in 0..4, got {self.landmark_passes}")
+
+    @property
+    def tunes_landmark_net(self) -> bool:
+        """Whether this run fine-tunes the landmark net."""
+        return self.foundation in ("landmark", "all") and self.landmark_steps > 0
+
+    def inference_options(self, base_passes: int, base_refine: bool) -> tuple[int, bool]:
+        """(landmark passes, report the decoder's refined 2D) for the weights folder this run writes, given the
+        starting weights' own; a frozen landmark net keeps the starting weights' settings unless told."""
+        tuned = self.tunes_landmark_net
+        passes = (1 if tuned else base_passes) if self.landmark_passes is None else self.landmark_passes
+        refine = (False if tuned else base_refine) if self.refine_2d is None else self.refine_2d
+        return passes, refine
 
     def identity(self) -> dict[str, Any]:
         """What must match for a rerun to resume this run (everything but device, threads and progress)."""
@@ -562,7 +583,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, max_steps: int | None =
     from handos.device import resolve_device
     from handos.foundation.nets import LANDMARK_WEIGHTS, PALM_WEIGHTS, load_landmark_net, load_palm_detector
     from handos.model.decoder import load_decoder, save_decoder
-    from handos.model.pipeline import resolve_weights
+    from handos.model.pipeline import FOUNDATION_OPTIONS_FILE, folder_foundation_options, resolve_weights
 
     dev = resolve_device(cfg.device)
     if dev.type == "cpu":
@@ -650,7 +671,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, max_steps: int | None =
     # 2. landmark net (x, y trained; other heads distilled from the starting net)
     lm = load_landmark_net(dev, path=lm_src)
     crops = None
-    tuned_lm = cfg.foundation in ("landmark", "all") and cfg.landmark_steps > 0
+    tuned_lm = cfg.tunes_landmark_net
     if not stopped:
         per_hand = cfg.crops_per_hand if tuned_lm else max(2, cfg.crops_per_hand // 2)
         crops = make_hand_crops(train_imgs, hands, per_hand, cfg.seed, cfg.grayscale)
@@ -736,7 +757,14 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, max_steps: int | None =
     # the weights folder
     version = f"handos-finetune-{_slug(data.name)}-{cfg.foundation}{'-grey' if cfg.grayscale else ''}"
     decoder.config.version = version
+    base_passes = int(folder_foundation_options(dec_path.parent).get("landmark_passes", 0))
+    passes, decoder.config.refine_2d = cfg.inference_options(base_passes, decoder.config.refine_2d)
     save_decoder(decoder, out / "decoder.safetensors")
+    fopts = out / FOUNDATION_OPTIONS_FILE
+    if passes:
+        fopts.write_text(json.dumps({"landmark_passes": passes}) + "\n")
+    elif fopts.exists():
+        fopts.unlink()
     tuned_palm = cfg.foundation == "all" and cfg.palm_steps > 0
     for tuned, net, src, name in ((tuned_lm, lm, lm_src, LANDMARK_FILE), (tuned_palm, palm, palm_src, PALM_FILE)):
         if tuned:
@@ -758,7 +786,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, max_steps: int | None =
               "licence": cfg.data_licence or data.licence, "split": run["split"], "steps": sum(steps.values()),
               "steps_by_stage": steps, "seconds": round(run["seconds"], 1), "before": run["before"], "after": after,
               "foundation": cfg.foundation, "grayscale": cfg.grayscale, "seed": cfg.seed, "val_frac": cfg.val_frac,
-              "version": model.version, "base_weights": str(dec_path.parent), "config": ident}
+              "version": model.version, "base_weights": str(dec_path.parent), "config": ident,
+              "inference": {"landmark_passes": passes, "refine_2d": decoder.config.refine_2d}}
     report_path.write_text(json.dumps(report, indent=1) + "\n")
     write_model_card(out, report)
     log_fh.close()
@@ -797,7 +826,10 @@ def write_model_card(out: Path, report: dict) -> None:
             f"(seed {report['seed']}, val fraction {report['val_frac']})",
             f"- fine-tuned: {', '.join(nets)} (`--foundation {report['foundation']}`), starting from "
             f"`{report['base_weights']}`; steps {report['steps_by_stage']} = {report['steps']}",
-            f"- time: {report['seconds']:.0f} s", "",
+            f"- time: {report['seconds']:.0f} s",
+            f"- inference: {report['inference']['landmark_passes']} extra landmark pass(es) on the landmark ROI "
+            f"(foundation_config.json), 2D joints reported from the "
+            f"{'decoder' if report['inference']['refine_2d'] else 'landmark net'}", "",
             before_after_table(report["before"], report["after"]), "",
             "Metrics: `handos eval`'s (handos.eval) on the held-out images. Load with "
             "`handos.load(weights=DIR)` or `--weights DIR`.", ""]
