@@ -5,22 +5,21 @@ import json
 
 import gradio as gr
 
-from demo.errors import BadUpload, error_status, panel_error
+from demo.errors import error_status, panel_error
 from demo.figures import EMPTY_BEFORE_RUN, hands_figure
 
 
 def image_failed(message: str, err: BaseException) -> tuple:
-    """(state, annotated, plot, table, downloads, status, crops, image input) after a failed image run.
+    """(state, annotated, plot, table, downloads, status, crops) after a failed image run: stale results cleared.
 
-    The input is emptied when the file itself is unusable, so no broken preview stays on the page.
+    (The browser clears a broken input preview itself: see demo.layout.CLEAR_BROKEN_PREVIEW_JS.)
     """
-    return (None, None, hands_figure([], None, empty_text=EMPTY_BEFORE_RUN), [], None, error_status(message), [],
-            None if isinstance(err, BadUpload) else gr.skip())
+    return None, None, hands_figure([], None, empty_text=EMPTY_BEFORE_RUN), [], None, error_status(message), []
 
 
 def rerun_failed(message: str, err: BaseException) -> tuple:
     """(state, annotated, plot, table, downloads, status, crops, clip video) after a failed rerun."""
-    return (*image_failed(message, err)[:7], gr.skip())
+    return (*image_failed(message, err), gr.skip())
 
 
 def redraw_failed(message: str, err: BaseException) -> tuple:

@@ -48,6 +48,18 @@ WEBCAM_JS = """async () => {
   return "**Webcam:** no camera found on this device; upload a photo or pick an example instead.";
 }"""
 
+# After a failed run on an unusable file (empty, text, truncated ...), the input's preview is a broken picture:
+# the browser clears it (a server-side update of the input would swap in Gradio's own upload handling).
+CLEAR_BROKEN_PREVIEW_JS = """() => {
+  const img = document.querySelector("#image-input img");
+  if (img && img.complete && img.naturalWidth === 0) {
+    const clear = [...document.querySelectorAll("#image-input button")].find(
+      b => /clear|remove/i.test((b.getAttribute("aria-label") || "") + " " + (b.title || "")));
+    if (clear) clear.click();
+  }
+  return [];
+}"""
+
 CLIP_TYPES = [".mp4", ".mov", ".m4v", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv", ".3gp", ".ts"]
 
 
@@ -159,9 +171,6 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
         def show_tab(tab_id: str):
             return lambda: gr.Tabs(selected=tab_id)
 
-        def keep_input(fn):  # browser image runs also output the input: emptied when the file was unusable
-            return lambda *a: (*fn(*a), gr.skip())
-
         # API endpoints
         api_run_inputs = [image_in, threshold, max_hands, layers, device_api, recall]
         api_clip_inputs = [clip_in, threshold, max_hands, layers, device_api, smooth, recall]
@@ -176,12 +185,12 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
 
         # the page: failures leave their message in the status line (or the Label Studio panel)
         private = dict(api_visibility="private")
-        image_view = [*image_outputs, image_in]
         run_btn.click(show_tab("image-out"), None, output_tabs, queue=False, **private).then(
-            errors_in_view(keep_input(cb.run_image), events.image_failed), run_inputs, image_view, **private, **model_run)
+            errors_in_view(cb.run_image, events.image_failed), run_inputs, image_outputs, **private, **model_run).then(
+            None, None, None, js=CLEAR_BROKEN_PREVIEW_JS, queue=False, **private)
         image_in.change(show_tab("image-out"), None, output_tabs, queue=False, **private).then(
-            errors_in_view(keep_input(cb.run_image_if_any), events.image_failed), run_inputs, image_view, **private,
-            **model_run)
+            errors_in_view(cb.run_image_if_any, events.image_failed), run_inputs, image_outputs, **private,
+            **model_run).then(None, None, None, js=CLEAR_BROKEN_PREVIEW_JS, queue=False, **private)
         rerun = errors_in_view(cb.rerun, events.rerun_failed)
         max_hands.release(rerun, [*redraw_inputs, device, recall], [*image_outputs, clip_out], **private, **model_run)
         recall.change(rerun, [*redraw_inputs, device, recall], [*image_outputs, clip_out], **private, **model_run)

@@ -611,10 +611,11 @@ def test_huge_photo_is_downscaled_not_refused(client, tmp_path):
     assert record["width"] * record["height"] <= 12_100_000 and abs(record["width"] / record["height"] - 9000 / 6750) < 0.01
 
 
-def decoded_frames(mp4: str) -> list[np.ndarray]:
-    """Every frame of a video as RGB arrays."""
+def decoded_frames(mp4) -> list[np.ndarray]:
+    """Every frame of a video (a path, or a gr.Video value as gradio_client returns it) as RGB arrays."""
     import av
 
+    mp4 = mp4["video"] if isinstance(mp4, dict) else mp4
     with av.open(mp4) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
 
@@ -628,17 +629,18 @@ def test_clip_video_follows_the_layers_and_threshold(client, tmp_path):
     source = moving_frames(6)
     path = write_clip(tmp_path / "slide.mp4", source, fps=6.0)
     video, slider, plot, table, files, status, seek = run_clip(client, path, layers=[])
-    plain = decoded_frames(video["video"] if isinstance(video, dict) else video)
+    plain = decoded_frames(video)
     assert len(plain) == 6 and drawn_fraction(plain, source) < 0.002  # nothing drawn: the clip itself
     assert "video drawn with: nothing" in status
     out = client.predict(0.5, 4, ["boxes", "skeleton"], api_name="/redraw")
-    drawn = decoded_frames(out[6]["video"] if isinstance(out[6], dict) else out[6])
+    drawn = decoded_frames(out[6])
     assert drawn_fraction(drawn, source) > 0.003 and "video drawn with: boxes, skeleton" in out[4]
-    meshed = decoded_frames(client.predict(0.5, 4, ["mesh"], api_name="/redraw")[6]["video"])
-    assert drawn_fraction(meshed, source) > 2 * drawn_fraction(drawn, source)  # the mesh covers the hands
+    meshed = decoded_frames(client.predict(0.5, 4, ["mesh"], api_name="/redraw")[6])
+    assert drawn_fraction(meshed, source) > 0.01  # the mesh covers the hands
+    assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(meshed, drawn)]) > 1  # not the same drawing
     hidden = client.predict(1.0, 4, ["boxes", "skeleton", "mesh"], api_name="/redraw")
     # a threshold of 1 hides every hand (scores are palm or presence probabilities, under 1): nothing drawn
-    assert drawn_fraction(decoded_frames(hidden[6]["video"]), source) < 0.002
+    assert drawn_fraction(decoded_frames(hidden[6]), source) < 0.002
 
 
 def write_avi(path: Path, frames: list[np.ndarray], fps: int = 6) -> Path:
@@ -714,7 +716,7 @@ def test_browser_missed_hand_found_then_error_stays(demo_server, artifacts, chro
         notes = tmp_path / "notes.jpg"
         notes.write_bytes(b"this is a text file, not a picture\n" * 20)
         upload_image(page, notes)
-        text = wait_status(page, "Error")
+        text = wait_status(page, "Error: ")
         assert "notes.jpg" in text and "not an image" in text, text
         page.wait_for_timeout(12_000)  # longer than a toast lives
         text = status_text(page)
@@ -768,11 +770,11 @@ def test_browser_clip_layers_and_slider_seek(demo_server, artifacts, chromium, t
     try:
         page.get_by_role("tab", name="Clip", exact=True).click()
         page.locator("#clip-input input[type=file]").set_input_files(str(avi))
-        wait_status(page, "slide.avi. uploaded", timeout=60_000)
+        wait_status(page, "slide.avi`? uploaded", timeout=60_000)
         page.wait_for_timeout(1500)
         assert "not playable" not in page.locator("body").inner_text().lower()
         page.locator("#run-clip").click()
-        text = wait_status(page, "10 frames")
+        text = wait_status(page, "10 frames, \\d+ with hands.*video drawn with")
         assert "video drawn with: boxes, labels, skeleton" in text and "mesh" not in text.split("drawn with:")[1], text
         page.wait_for_selector("#clip-output video", timeout=60_000)
         src = page.locator("#clip-output video").get_attribute("src")
