@@ -91,6 +91,7 @@ def hands_figure(hands: Sequence[Hand], faces_for, title: str | None = None, emp
         # in a band of its own under the scene, so it never covers an axis label (the top-left corner is
         # under gr.Plot's label, the top-right under the mode bar)
         legend=dict(orientation="h", x=0.5, xanchor="center", y=0.0, yanchor="bottom", bgcolor="rgba(255,255,255,0.6)"),
+        xaxis=dict(visible=False), yaxis=dict(visible=False),  # no 2D axes behind an empty scene
         uirevision="hands",  # keep the user's rotation when the figure updates (e.g. the frame slider)
     )
     if title:
