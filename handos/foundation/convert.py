@@ -1,4 +1,5 @@
-"""Convert MediaPipe's hand tflite networks (from the `mediapipe==0.10.21` wheel) to safetensors.
+"""Convert MediaPipe's hand tflite networks (from the `mediapipe==0.10.21` wheel) to safetensors, and ship the
+original .tflite graphs beside them.
 
     python -m handos.foundation.convert --wheel mediapipe-0.10.21-...whl [--out handos/weights]
     python -m handos.foundation.convert --download      # pip download --no-deps mediapipe==0.10.21
@@ -6,8 +7,10 @@
 Each output file holds the weights in torch layout (float16, exactly the tflite float16 values:
 the graphs DEQUANTIZE float16 -> float32, folded here) and, in the safetensors header metadata
 under "handos.graph", the op list that `handos.foundation.nets.TFLiteGraph` executes. Also writes
-`NOTICE` (Apache-2.0, source paths inside the wheel, sha256 of the wheel and each tflite file).
-Needs the `tflite` package (dev extra); the run time needs only torch + safetensors.
+`NOTICE` (Apache-2.0, source paths inside the wheel, sha256 of the wheel and each tflite file), and copies
+each original `.tflite` file unchanged (byte for byte) next to its safetensors: the LiteRT runtime
+(`handos.foundation.litert`) runs those on the CPU, the torch runtime the safetensors.
+Needs the `tflite` package (dev extra); the run time needs only torch + safetensors (+ ai-edge-litert for LiteRT).
 """
 from __future__ import annotations
 
@@ -191,14 +194,21 @@ def convert_wheel(wheel: Path, out_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:
             save_file({k: np.ascontiguousarray(a) for k, a in sorted(params.items())}, str(path), metadata=meta)
             path.chmod(0o644)
             written[name] = path
-            notice_rows.append(f"  {path.name}\n    from: {member}\n    tflite sha256: {sha256(buf)}\n")
+            original = out_dir / f"{name}.tflite"  # the graph itself, for the LiteRT runtime
+            original.write_bytes(buf)
+            original.chmod(0o644)
+            written[name + ".tflite"] = original
+            notice_rows.append(f"  {path.name} (converted) and {original.name} (the original file)\n"
+                               f"    from: {member}\n    tflite sha256: {sha256(buf)}\n")
     notice = (
         "handos/weights: converted third-party weights\n"
         "==============================================\n\n"
         "palm_detection_full.safetensors and hand_landmark_full.safetensors are MediaPipe's palm\n"
         "detection and hand landmark models (Copyright Google LLC), converted to safetensors by\n"
         "`python -m handos.foundation.convert` with no change to any value (float16 weights as stored,\n"
-        "convolution kernels transposed to torch layout, DEQUANTIZE folded).\n\n"
+        "convolution kernels transposed to torch layout, DEQUANTIZE folded).\n"
+        "palm_detection_full.tflite and hand_landmark_full.tflite are the original model files, copied\n"
+        "unchanged from the wheel by the same command (their sha256 below).\n\n"
         "License: Apache License 2.0, https://www.apache.org/licenses/LICENSE-2.0\n"
         "(the license of the MediaPipe project, https://github.com/google-ai-edge/mediapipe).\n\n"
         f"Source: the PyPI wheel mediapipe=={MEDIAPIPE_VERSION}\n"
@@ -222,7 +232,7 @@ def download_wheel(dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: convert the mediapipe wheel's hand models to handos/weights/*.safetensors."""
+    """CLI: convert the mediapipe wheel's hand models to handos/weights/*.safetensors (+ the original .tflite)."""
     ap = argparse.ArgumentParser(prog="python -m handos.foundation.convert", description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--wheel", type=Path, help="path to mediapipe-0.10.21-*.whl")

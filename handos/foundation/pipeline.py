@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,6 +85,11 @@ class _Images:
             local = self.where[ii[sel]].to(dev)
             out[sel.to(dev)] = crop_images(t, local, rois[sel.to(rois.device)].to(dev), size, border, exact)
         return out
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """t on device (None stays None)."""
+    return None if t is None else t.to(device)
 
 
 def _check_images(images) -> list[np.ndarray]:
@@ -184,12 +190,28 @@ class Foundation:
 
     @classmethod
     def load(cls, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             config: FoundationConfig | None = None) -> Foundation:
-        """The foundation with the shipped (converted MediaPipe) weights on `device`/`dtype`."""
-        from handos.foundation.nets import load_landmark_net, load_palm_detector
+             config: FoundationConfig | None = None, runtime: str = "torch", threads: int | None = None,
+             palm_path: str | os.PathLike | None = None,
+             landmark_path: str | os.PathLike | None = None) -> Foundation:
+        """The foundation on `device`/`dtype`: shipped MediaPipe nets, or fine-tuned torch nets at `*_path`.
+
+        runtime: "torch" (default here: the replayed graphs, any device, gradients possible), "litert"
+        (the original .tflite graphs on LiteRT's XNNPACK, CPU, `threads` threads) or "auto" (see
+        `handos.foundation.runtime`, which also says how fine-tuned nets are run).
+        """
+        from handos.foundation.runtime import load_nets
 
         device = torch.device(device)
-        return cls(load_palm_detector(device, dtype), load_landmark_net(device, dtype), config, device, dtype)
+        palm, landmark = load_nets(runtime, device, dtype, threads,
+                                   None if palm_path is None else Path(palm_path),
+                                   None if landmark_path is None else Path(landmark_path))
+        return cls(palm, landmark, config, device, dtype)
+
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """The runtime of each net: {"palm": "torch" | "litert", "landmark": ...}."""
+        return {"palm": getattr(self.palm_net, "runtime", "torch"),
+                "landmark": getattr(self.landmark_net, "runtime", "torch")}
 
     def _batch_size(self) -> int:
         """Crops per network call (config.batch_size, or 8 on CPU / 64 elsewhere)."""
@@ -362,7 +384,7 @@ class Foundation:
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=project_world(lm["world"], rois_f[:, 4].to(lm["world"].device)).to(dev),
-            features=lm["features"].to(dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
+            features=_to(lm.get("features"), dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
             next_roi=roi_from_landmarks(joints.double()).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
@@ -393,6 +415,7 @@ class Foundation:
         return FoundationOutput(
             image_index=torch.zeros(0, dtype=torch.long, device=d), score=z(0), box=z(0, 4), roi=z(0, 5),
             joints_2d=z(0, 21, 2), joints_z=z(0, 21), presence=z(0), mp_handedness=z(0), handedness_right=z(0),
-            world=z(0, 21, 3), features=z(0, self.feature_dim), crop_affine=z(0, 2, 3),
+            world=z(0, 21, 3), crop_affine=z(0, 2, 3),
+            features=z(0, self.feature_dim) if getattr(self.landmark_net, "has_features", True) else None,
             roi_index=torch.zeros(0, dtype=torch.long, device=d), next_roi=z(0, 5), image_sizes=sizes.to(d),
             feature_map=None, boosted=torch.zeros(0, dtype=torch.bool, device=d))

@@ -105,8 +105,8 @@ class FoundationOutput:
     presence (N,) prob; mp_handedness (N,) prob of MediaPipe's label "Right" (MediaPipe assumes mirrored
     selfie images: its "Right" is a LEFT hand on a normal photo); handedness_right (N,) prob that the hand
     is a right hand on a normal, unmirrored photo (= 1 - mp_handedness); world (N,21,3) m (MediaPipe's
-    world landmarks, rotated by the ROI); features (N,C) pooled landmark-net features; feature_map
-    (N,C,7,7) or None; crop_affine (N,2,3) image px -> crop px (224 crop); roi_index (N,) long index into
+    world landmarks, rotated by the ROI); features (N,C) pooled landmark-net features and feature_map
+    (N,C,7,7), or None (the LiteRT runtime gives neither; the decoder reads neither); crop_affine (N,2,3) image px -> crop px (224 crop); roi_index (N,) long index into
     the carried `rois[image]` the hand came from, -1 for a fresh detection; next_roi (N,5) ROI for the
     next frame (`roi_from_landmarks`); image_sizes (B,2) [W,H]; boosted (N,) bool: found only by the
     recall booster (MediaPipe's own path did not give this hand).
@@ -122,11 +122,11 @@ class FoundationOutput:
     mp_handedness: torch.Tensor
     handedness_right: torch.Tensor
     world: torch.Tensor
-    features: torch.Tensor
     crop_affine: torch.Tensor
     roi_index: torch.Tensor
     next_roi: torch.Tensor
     image_sizes: torch.Tensor
+    features: torch.Tensor | None = None
     feature_map: torch.Tensor | None = None
     boosted: torch.Tensor | None = None
 

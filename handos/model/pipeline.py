@@ -388,12 +388,15 @@ def folder_foundation_options(folder: Path) -> dict[str, Any]:
 
 
 def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
-         score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast") -> HandOS:
+         score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast", runtime: str = "auto") -> HandOS:
     """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda.
 
     recall: how hard the detector looks for hands MediaPipe's own path misses: "off" (exactly MediaPipe),
     "fast" (default; extra views only on images where nothing was found), "full", or "search" (multi-scale
     views, ~10x slower: for pre-labeling); see handos.foundation.pipeline.FoundationConfig.
+    runtime: what runs the foundation's two nets: "auto" (default: LiteRT/XNNPACK on the CPU when ai-edge-litert
+    is installed, else torch; torch on CUDA), "torch" or "litert"; a weights folder's fine-tuned nets always run
+    on torch ("litert" refuses them); see handos.foundation.runtime.
     """
     from handos.foundation import Foundation
     from handos.foundation.pipeline import FoundationConfig
@@ -407,14 +410,12 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
         raise
     except Exception as err:
         raise ModelError(f"cannot load decoder weights {path}: {str(err).splitlines()[0][:200]}") from None
-    foundation = Foundation.load(device=dev, config=FoundationConfig(recall_boost=recall,
-                                                                     **folder_foundation_options(path.parent)))
-    from handos.foundation.nets import load_landmark_net, load_palm_detector
-
-    for attr, file, loader in (("landmark_net", "hand_landmark_full.safetensors", load_landmark_net),
-                               ("palm_net", "palm_detection_full.safetensors", load_palm_detector)):
-        if path.parent != WEIGHTS_DIR and (path.parent / file).is_file():  # fine-tuned nets beside the decoder
-            setattr(foundation, attr, loader(dev, path=path.parent / file))
+    tuned = {}  # fine-tuned nets beside the decoder
+    for key, file in (("landmark_path", "hand_landmark_full.safetensors"), ("palm_path", "palm_detection_full.safetensors")):
+        if path.parent != WEIGHTS_DIR and (path.parent / file).is_file():
+            tuned[key] = path.parent / file
+    config = FoundationConfig(recall_boost=recall, **folder_foundation_options(path.parent))
+    foundation = Foundation.load(device=dev, config=config, runtime=runtime, **tuned)
     version = f"handos-{MODEL_SERIES}-{file_digest(path)}"
     if decoder.config.version.startswith("handos-finetune"):  # fine-tuned weights name themselves
         version = f"{decoder.config.version}-{file_digest(path)}"

@@ -1,0 +1,71 @@
+"""Which runtime runs the foundation's two networks: torch (the replay in `nets`) or LiteRT (`litert`).
+
+- "torch": the safetensors replayed by torch, on any device, with gradients when asked (training,
+  fine-tuning); the only runtime that gives the landmark net's `features` / `feature_map`.
+- "litert": MediaPipe's original .tflite graphs on LiteRT's XNNPACK, CPU only, inference only; faster.
+- "auto": LiteRT on the CPU when `ai_edge_litert` imports, else torch (always torch on CUDA).
+
+Fine-tuned nets (a weights folder's own `*_full.safetensors`) exist only as torch weights: "auto" runs
+each of them on torch (the other, untouched net may still run on LiteRT) and "litert" refuses them, so
+a fine-tuned net never silently gives way to the original .tflite.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from handos.errors import ConfigError, ModelError
+
+__all__ = ["RUNTIMES", "resolve_runtime", "default_threads", "load_nets"]
+
+RUNTIMES = ("auto", "torch", "litert")
+
+
+def default_threads() -> int:
+    """LiteRT threads when none are given: torch's intra-op thread count (one per core unless set otherwise)."""
+    return max(1, torch.get_num_threads())
+
+
+def resolve_runtime(runtime: str, device: torch.device) -> str:
+    """'auto' | 'torch' | 'litert' on `device` -> 'torch' or 'litert' (ConfigError / ModelError when impossible)."""
+    from handos.foundation.litert import LITERT_REQUIREMENT, litert_available
+
+    name = (runtime or "auto").strip().lower()
+    if name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use {', '.join(RUNTIMES)}")
+    if name == "auto":
+        return "litert" if device.type == "cpu" and litert_available() else "torch"
+    if name == "litert":
+        if device.type != "cpu":
+            raise ConfigError(f"runtime 'litert' runs on the CPU only, not on {device}; use runtime torch or auto")
+        if not litert_available():
+            raise ModelError(f"runtime 'litert' needs {LITERT_REQUIREMENT} (pip install {LITERT_REQUIREMENT}); "
+                             "or use runtime torch")
+    return name
+
+
+def load_nets(runtime: str, device: torch.device, dtype: torch.dtype = torch.float32, threads: int | None = None,
+              palm_path: Path | None = None, landmark_path: Path | None = None) -> tuple[object, object]:
+    """(palm detector, landmark net) on the resolved runtime; `*_path`: fine-tuned torch weights, else shipped.
+
+    A fine-tuned net runs on torch under 'auto' and is refused by 'litert' (module docstring).
+    """
+    from handos.foundation import litert, nets
+
+    chosen = resolve_runtime(runtime, device)
+    requested = (runtime or "auto").strip().lower()
+    tuned = [p for p in (palm_path, landmark_path) if p is not None]
+    if requested == "litert" and tuned:
+        raise ModelError(f"{tuned[0].name} in {tuned[0].parent} is a fine-tuned net that only the torch runtime runs; "
+                         "use runtime auto or torch")
+    n = default_threads() if threads is None else int(threads)
+    if chosen == "litert" and palm_path is None:
+        palm = litert.load_litert_palm_detector(n)
+    else:
+        palm = nets.load_palm_detector(device, dtype, path=palm_path)
+    if chosen == "litert" and landmark_path is None:
+        landmark = litert.load_litert_landmark_net(n)
+    else:
+        landmark = nets.load_landmark_net(device, dtype, path=landmark_path)
+    return palm, landmark
