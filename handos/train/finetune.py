@@ -50,7 +50,13 @@ class FinetuneError(HandosError):
 
 @dataclass
 class FinetuneConfig:
-    """Options of a fine-tuning run (defaults: 200 images in ~20 min on a 2-core CPU with the landmark net frozen)."""
+    """Options of a fine-tuning run.
+
+    Step defaults chosen on ge2019 (seed-0 split, 150 train / 50 held out): landmark 200 -> 500 -> 1000 steps gave
+    held-out PCK2D@0.05 0.876 / 0.924 / 0.924 (with the extra landmark pass), decoder 800 -> 1500 steps PA-MPJPE
+    7.00 -> 6.73 mm; Adam 3e-4 on the landmark net was worse than 1e-4 (0.881 vs 0.895 without the extra pass).
+    200 images with `--foundation landmark` take ~12 min on a 2-core CPU (`all`: + ~7 min of palm steps).
+    """
 
     data: str
     out: str
@@ -60,9 +66,9 @@ class FinetuneConfig:
     seed: int = 0
     grayscale: bool = False
     data_licence: str | None = None
-    decoder_steps: int = 300
+    decoder_steps: int = 1500
     decoder_batch: int = 24  # real hands per decoder step (plus as many synthetic ones)
-    landmark_steps: int = 200
+    landmark_steps: int = 500
     landmark_batch: int = 16
     palm_steps: int = 150
     palm_batch: int = 8
