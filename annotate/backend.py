@@ -251,10 +251,10 @@ class HandosBackend:
     """The ML backend's logic, free of HTTP: setup, predict (one Label Studio prediction per task)."""
 
     def __init__(self, predictor: Predictor | None = None, fetcher: ImageFetcher | None = None,
-                 device: str = "auto", weights: str | None = None) -> None:
-        """`predictor` defaults to handos.load(weights, device), loaded on first use."""
+                 device: str = "auto", weights: str | None = None, runtime: str | None = None) -> None:
+        """`predictor` defaults to handos.load(weights, device, runtime=runtime), loaded on first use."""
         self._predictor = predictor
-        self._device, self._weights = device, weights
+        self._device, self._weights, self._runtime = device, weights, runtime
         self.fetcher = fetcher or ImageFetcher()
         self.lock = threading.Lock()  # one inference at a time: the model is not shared across threads
         self.trainer: Any = None  # annotate.training.Trainer when the backend trains from webhooks
@@ -265,7 +265,7 @@ class HandosBackend:
         if self._predictor is None:
             import handos
 
-            self._predictor = handos.load(weights=self._weights, device=self._device)
+            self._predictor = handos.load(weights=self._weights, device=self._device, runtime=self._runtime)
         return self._predictor
 
     @property
@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-image-mb", type=float, default=20.0, help="refuse task images larger than this")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", choices=("auto", "torch", "litert"), default=None,
+                   help="what runs the foundation's nets: auto (default: LiteRT/XNNPACK on the CPU when installed), "
+                        "torch, litert")
     t = p.add_argument_group("training from annotations (see annotate.training)")
     t.add_argument("--versions-dir", default=None,
                    help="fine-tune from submitted annotations (Label Studio webhooks) into DIR/vNNN; off when unset")
@@ -540,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         if fetcher.ls_url and not fetcher.api_key:
             log.warning("LABEL_STUDIO_API_KEY is not set: images uploaded to Label Studio cannot be fetched")
         basic_auth = basic_auth_from_env()
-        backend = HandosBackend(fetcher=fetcher, device=args.device, weights=args.weights)
+        if args.runtime:  # also for the versions the trainer loads (handos.load reads it)
+            os.environ["HANDOS_RUNTIME"] = args.runtime
+        backend = HandosBackend(fetcher=fetcher, device=args.device, weights=args.weights, runtime=args.runtime)
         if args.versions_dir:
             from annotate import training
 

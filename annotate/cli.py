@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handos.errors import InputError
-from handos.foundation import RECALL_MODES
+from handos.foundation import RECALL_MODES, RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort for images without predictions (search: multi-scale, ~10x slower, finds "
                         "more hands on hard images)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs the foundation's nets for images without predictions: auto (default: LiteRT on "
+                        "the CPU when installed), torch, litert")
     p.add_argument("--export", metavar="OUT.json", default=None,
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
     p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (derived_annotations.json format)")
@@ -122,7 +125,8 @@ def gather(inputs: list[str], image_root: str | None) -> tuple[list[tuple[dict, 
 
 
 def predict_missing(items: list[Any], state: Path, weights: str | None, device: str, quiet: bool,
-                    batch_size: int = 8, workers: int = 2, recall: str = "fast") -> list[tuple[dict, Path]]:
+                    batch_size: int = 8, workers: int = 2, recall: str = "fast",
+                    runtime: str | None = None) -> list[tuple[dict, Path]]:
     """Run the model on images not yet predicted (batched, decode pool; saved to STATE/predictions.jsonl as they come)."""
     from tqdm import tqdm
 
@@ -135,7 +139,7 @@ def predict_missing(items: list[Any], state: Path, weights: str | None, device: 
     if todo:
         import handos
 
-        model = handos.load(weights=weights, device=device, recall=recall)
+        model = handos.load(weights=weights, device=device, recall=recall, runtime=runtime)
         try:
             with tqdm(total=len(todo), unit="img", desc="predict", disable=quiet, dynamic_ncols=True) as bar:
                 summary = run_images(model, items, writer, batch_size=batch_size, workers=workers, progress=bar.update)
@@ -231,7 +235,8 @@ def main(argv: list[str]) -> int:
     state.mkdir(parents=True, exist_ok=True)
     if to_predict:
         predicted += predict_missing(to_predict, state, args.weights, args.device, args.quiet,
-                                     batch_size=args.predict_batch_size, workers=args.workers, recall=args.recall)
+                                     batch_size=args.predict_batch_size, workers=args.workers, recall=args.recall,
+                                     runtime=args.runtime)
     items = [push.PushItem(record=r, image=str(img)) for r, img in predicted]
     if not items:
         raise InputError("nothing to push: no image could be read")

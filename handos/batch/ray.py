@@ -15,14 +15,15 @@ from handos.io.records import RecordWriter
 class RayPredictor:
     """A model replica for `map_batches`: loads the weights once, predicts batches of image paths."""
 
-    def __init__(self, weights: str | None, device: str, include_vertices: bool, recall: str = "fast") -> None:
+    def __init__(self, weights: str | None, device: str, include_vertices: bool, recall: str = "fast",
+                 runtime: str | None = None) -> None:
         """Load the model once per actor."""
         import torch
 
         import handos
 
         torch.set_num_threads(1)
-        self.model = handos.load(weights=weights, device=device, recall=recall)
+        self.model = handos.load(weights=weights, device=device, recall=recall, runtime=runtime)
         self.include_vertices = include_vertices
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -56,6 +57,7 @@ def run_ray(
     fmt: str = "jsonl",
     include_vertices: bool = False,
     recall: str = "fast",
+    runtime: str | None = None,
     num_cpus: int | None = None,
 ) -> RunSummary:
     """Predict `items` on a Ray cluster (or a local one), streaming records into `out` as they finish (resumable)."""
@@ -82,7 +84,7 @@ def run_ray(
     ds = ds.map_batches(
         RayPredictor,
         fn_constructor_kwargs={"weights": weights, "device": device, "include_vertices": include_vertices,
-                               "recall": recall},
+                               "recall": recall, "runtime": runtime},
         batch_size=batch_size,
         concurrency=num_actors,
         num_gpus=gpus_per_actor,

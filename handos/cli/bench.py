@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from handos.errors import InputError
+from handos.foundation import RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "$HANDOS_MEDIAPIPE_PYTHON, else a source checkout's .venv-mediapipe)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own choice, one per core, which is what handos.load() "
-                        "users get; MediaPipe's XNNPACK runs one inference thread on desktop Linux whatever this says)")
+                   help="CPU threads of torch and of LiteRT's XNNPACK pool (default: torch's own choice, one per core, "
+                        "which is what handos.load() users get; MediaPipe's XNNPACK runs one inference thread on desktop "
+                        "Linux whatever this says)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs handos' foundation nets: auto (default: LiteRT/XNNPACK on the CPU when installed), "
+                        "torch, litert")
     p.add_argument("--one-core", action="store_true",
                    help="pin this process and MediaPipe's to one CPU core (MediaPipe's graph threads then stop "
                         "competing with its own inference thread: it runs faster that way on 2 cores)")
@@ -44,7 +49,7 @@ def main(argv: list[str]) -> int:
                              "or set HANDOS_MEDIAPIPE_PYTHON")
     results = run_bench(args.images or default_images(), set(args.what.split(",")), limit=args.limit,
                         mediapipe=mediapipe, device=args.device, threads=args.threads, one_core=args.one_core,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, runtime=args.runtime)
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -8,7 +8,7 @@ from pathlib import Path
 from handos.errors import InputError
 from handos.eval.report import format_report
 from handos.eval.run import PROMPTS, Predictor, evaluate, load_annotations, read_jsonl, score_records
-from handos.foundation import RECALL_MODES
+from handos.foundation import RECALL_MODES, RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="weights path or Hub repo id (default: the shipped weights)")
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort (see handos.load); off = MediaPipe's own path")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs the foundation's nets: auto (default: LiteRT on the CPU when installed), torch, litert")
     p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
     p.add_argument("--prompt-boxes", choices=PROMPTS, default=None,
                    help="prompt the model with boxes instead of detecting: gt = each GT hand's tight 2D joint box, "
@@ -77,7 +79,7 @@ def _make_predictor(args: argparse.Namespace) -> Predictor:
     if args.foundation_only:
         from handos.eval.adapters import FoundationPredictor
 
-        return FoundationPredictor(device=args.device, recall=args.recall)
+        return FoundationPredictor(device=args.device, recall=args.recall, runtime=args.runtime or "auto")
     import handos
 
-    return handos.load(weights=args.weights, device=args.device, recall=args.recall)
+    return handos.load(weights=args.weights, device=args.device, recall=args.recall, runtime=args.runtime)

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from handos.errors import InputError
-from handos.foundation import RECALL_MODES
+from handos.foundation import RECALL_MODES, RUNTIMES
 
 if TYPE_CHECKING:
     from handos.video.clip import ClipSummary
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
                         "(default), full, search (multi-scale, ~10x slower; for pre-labeling)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs the foundation's nets: auto (default: LiteRT/XNNPACK on the CPU when installed, else "
+                        "torch), torch, or litert (CPU)")
     p.add_argument("--vertices", action="store_true", help="include mesh vertices in the records")
     p.add_argument("--shard-size", type=int, default=0, help="records per shard (writes OUT/preds-NNNNN.jsonl)")
     p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
@@ -74,7 +77,7 @@ def main(argv: list[str]) -> int:
         summary = run_ray(
             [it for it in images], out=args.out, weights=args.weights, address=args.address,
             num_actors=args.num_actors, batch_size=args.batch_size, gpus_per_actor=args.gpus_per_actor,
-            fmt=args.format, include_vertices=args.vertices, recall=args.recall,
+            fmt=args.format, include_vertices=args.vertices, recall=args.recall, runtime=args.runtime,
         )
         print(f"handos predict: {summary.done} images ({summary.skipped} already done, {summary.failed} failed) "
               f"in {summary.seconds:.1f} s with Ray -> {args.out}", file=sys.stderr)
@@ -82,7 +85,7 @@ def main(argv: list[str]) -> int:
 
     import handos
 
-    model = handos.load(weights=args.weights, device=args.device, recall=args.recall)
+    model = handos.load(weights=args.weights, device=args.device, recall=args.recall, runtime=args.runtime)
     if args.max_hands is not None:
         model.max_hands = args.max_hands
     if clips:

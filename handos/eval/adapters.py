@@ -20,14 +20,16 @@ WORLD_FRAME = "mediapipe_world"
 class FoundationPredictor:
     """`predict_batch(images, cameras)` over `handos.foundation.Foundation.detect` (cameras are not used)."""
 
-    def __init__(self, device: str = "cpu", max_hands: int = 2, foundation: Any = None, recall: str = "fast"):
+    def __init__(self, device: str = "cpu", max_hands: int = 2, foundation: Any = None, recall: str = "fast",
+                 runtime: str = "torch"):
         from handos.device import resolve_device
 
         if foundation is None:
             from handos.foundation import Foundation
             from handos.foundation.pipeline import FoundationConfig
 
-            foundation = Foundation.load(resolve_device(device), config=FoundationConfig(recall_boost=recall))
+            foundation = Foundation.load(resolve_device(device), config=FoundationConfig(recall_boost=recall),
+                                         runtime=runtime)
         self.foundation = foundation
         self.max_hands = max_hands
         self.version = "foundation-only"

@@ -169,10 +169,11 @@ def time_ray(paths: list[str], batch_size: int) -> dict:
 
 
 def run_bench(images: str, what: set[str], limit: int = 50, mediapipe: str | None = None, device: str = "auto",
-              threads: int | None = None, one_core: bool = False, batch_size: int = 16) -> dict:
+              threads: int | None = None, one_core: bool = False, batch_size: int = 16, runtime: str = "auto") -> dict:
     """Run the chosen measurements (`what` among latency, throughput, ray, video) and return the results.
 
-    `mediapipe`: MediaPipe's Python interpreter to time it alongside (None: handos only).
+    `mediapipe`: MediaPipe's Python interpreter to time it alongside (None: handos only). `threads`: torch's
+    and LiteRT's CPU threads. `runtime`: what runs the foundation's nets on the CPU (handos.load's runtime).
     """
     import platform
 
@@ -188,9 +189,10 @@ def run_bench(images: str, what: set[str], limit: int = 50, mediapipe: str | Non
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                                 f"torch {torch.__version__}, threads {torch.get_num_threads()}"
                                 f"{', pinned to one core' if one_core else ''}", "images": images}
-    cpu = handos.load(device="cpu")
+    cpu = handos.load(device="cpu", runtime=runtime)  # LiteRT threads: torch's count, set above
+    results["runtime"] = cpu.foundation.runtimes
     if "latency" in what:
-        plain = handos.load(device="cpu", recall="off")  # MediaPipe's own path: no extra detector views
+        plain = handos.load(device="cpu", recall="off", runtime=runtime)  # MediaPipe's own path: no extra views
         models = {"default": cpu, "off": plain, "foundation": FoundationOnly(plain)}
         lat = time_latency(models, paths, mediapipe=mediapipe)
         results["handos_cpu_latency"] = lat["default"]

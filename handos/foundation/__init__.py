@@ -14,6 +14,8 @@ import importlib
 # detector effort beyond MediaPipe's own path (FoundationConfig.recall_boost); here so CLIs can list the
 # choices without importing torch
 RECALL_MODES = ("off", "fast", "full", "search")
+# what runs the two nets (handos.foundation.runtime); here for the same reason
+RUNTIMES = ("auto", "torch", "litert")
 
 _NETS = ("load_palm_detector", "load_landmark_net", "PalmDetector", "LandmarkNet", "TFLiteGraph", "load_graph")
 # public name -> the module that defines it
@@ -24,7 +26,7 @@ _HOMES = {
     "roi_from_landmarks": "handos.foundation.roi",
 }
 
-__all__ = list(_HOMES) + ["RECALL_MODES"]
+__all__ = list(_HOMES) + ["RECALL_MODES", "RUNTIMES"]
 
 
 def __getattr__(name: str):

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 
 from handos.errors import ConfigError, ModelError
+from handos.foundation import RUNTIMES
 
-__all__ = ["RUNTIMES", "resolve_runtime", "default_threads", "load_nets"]
+__all__ = ["RUNTIMES", "RUNTIME_HELP", "resolve_runtime", "default_threads", "load_nets"]
 
-RUNTIMES = ("auto", "torch", "litert")
+RUNTIME_HELP = ("what runs the palm detector and landmark net: auto (default: LiteRT/XNNPACK on the CPU when "
+                "ai-edge-litert is installed, else torch), torch, or litert (CPU only)")
 
 
 def default_threads() -> int:

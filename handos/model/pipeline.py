@@ -388,21 +388,24 @@ def folder_foundation_options(folder: Path) -> dict[str, Any]:
 
 
 def load(weights: str | os.PathLike | None = None, device: str | torch.device = "auto", max_hands: int = 2,
-         score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast", runtime: str = "auto") -> HandOS:
+         score_threshold: float = 0.5, mesh: str = "skinned", recall: str = "fast",
+         runtime: str | None = None) -> HandOS:
     """Load handos: shipped weights (None), a local path, or a Hugging Face Hub repo id; device auto/cpu/cuda.
 
     recall: how hard the detector looks for hands MediaPipe's own path misses: "off" (exactly MediaPipe),
     "fast" (default; extra views only on images where nothing was found), "full", or "search" (multi-scale
     views, ~10x slower: for pre-labeling); see handos.foundation.pipeline.FoundationConfig.
-    runtime: what runs the foundation's two nets: "auto" (default: LiteRT/XNNPACK on the CPU when ai-edge-litert
-    is installed, else torch; torch on CUDA), "torch" or "litert"; a weights folder's fine-tuned nets always run
-    on torch ("litert" refuses them); see handos.foundation.runtime.
+    runtime: what runs the foundation's two nets: "auto" (default, or $HANDOS_RUNTIME when None: LiteRT/XNNPACK on
+    the CPU when ai-edge-litert is installed, else torch; torch on CUDA), "torch" or "litert"; a weights folder's
+    fine-tuned nets always run on torch ("litert" refuses them); see handos.foundation.runtime.
     """
     from handos.foundation import Foundation
     from handos.foundation.pipeline import FoundationConfig
     from handos.model.decoder import load_decoder
 
     dev = resolve_device(device)
+    if runtime is None:
+        runtime = os.environ.get("HANDOS_RUNTIME") or "auto"
     path = resolve_weights(weights)
     try:
         decoder = load_decoder(path, device=dev)
