@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from handos.errors import InputError
-
-NUM_JOINTS = 21
+from handos.hand.skeleton import NUM_JOINTS
 
 
 @dataclass
