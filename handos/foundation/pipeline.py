@@ -54,20 +54,27 @@ class _Images:
 
     def __init__(self, images: list[np.ndarray], device: torch.device):
         self.arrays = images if device.type == "cpu" else None  # OpenCV crops on the CPU
+        self.images = images
+        self.device = device
         self.sizes = torch.tensor([[im.shape[1], im.shape[0]] for im in images], dtype=torch.long)  # (B,2) W,H
-        self.groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] = {}
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
+        self._groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] | None = None
         self.where = torch.zeros(len(images), dtype=torch.long)  # position inside its group
-        self.key: list[tuple[int, int]] = [None] * len(images)  # type: ignore[list-item]
-        for k, idx in by_size.items():
-            arr = torch.from_numpy(np.stack([images[i] for i in idx]))  # (b,H,W,3) uint8
-            t = arr.to(device).permute(0, 3, 1, 2).to(torch.float32)
-            self.groups[k] = (idx, t)
-            for j, i in enumerate(idx):
-                self.where[i] = j
-                self.key[i] = k
+
+    @property
+    def groups(self) -> dict[tuple[int, int], tuple[list[int], torch.Tensor]]:
+        """Same-size images as (indices, (b,3,H,W) float tensor), built on first use (the OpenCV crops on the CPU
+        never need them: converting a 640x480 frame to float costs ~1 ms)."""
+        if self._groups is None:
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for i, im in enumerate(self.images):
+                by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
+            self._groups = {}
+            for k, idx in by_size.items():
+                arr = torch.from_numpy(np.stack([self.images[i] for i in idx]))  # (b,H,W,3) uint8
+                self._groups[k] = (idx, arr.to(self.device).permute(0, 3, 1, 2).to(torch.float32))
+                for j, i in enumerate(idx):
+                    self.where[i] = j
+        return self._groups
 
     def crop(self, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
              exact: bool) -> torch.Tensor:
@@ -228,6 +235,8 @@ class Foundation:
             reg, logit = self.palm_net(x[s:s + bs].to(self.dtype))
             regs.append(reg.float())
             logits.append(logit.float())
+        if len(regs) == 1:
+            return regs[0], logits[0]
         return torch.cat(regs), torch.cat(logits)
 
     def _palm_candidates(self, imgs: _Images, idx: torch.Tensor, views: torch.Tensor, flip: bool = False):
@@ -285,6 +294,8 @@ class Foundation:
         for s in range(0, x.shape[0], bs):
             o = self.landmark_net(x[s:s + bs].to(self.dtype))
             outs.append({k: v.float() for k, v in o.items() if torch.is_tensor(v)})
+        if len(outs) == 1:
+            return outs[0]
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
     @torch.no_grad()
