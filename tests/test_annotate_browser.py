@@ -3,7 +3,9 @@
 What an annotator does with handos pre-labels: drag one joint, flag one joint occluded, submit, export
 (the `handos label --export` path) and find exactly that change; and draw a box with the smart tool
 around a hand the model missed, answered by the ML backend (`python -m annotate.backend`) with its 21
-joints. Screenshots go to tests/artifacts/ (labeling.png is the one docs/labeling.jpg is made from).
+joints. Screenshots go to tests/artifacts/; docs_labeling.png, a task made from one of the demo's own example renders
+(never a real photo: the real sets' licences are research-only), is what tools/docs_pictures.py makes docs/labeling.jpg
+from.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1600, "height": 1000}
 DRAG_SCREEN_PX = (36.0, 18.0)  # the joint drag, in screen (CSS) pixels
 GE_DRAG, GE_SMART = "00002", "00005"  # ge2019 real-world photos (256 x 256, one hand each)
+DOCS_EXAMPLE = REPO / "demo" / "examples" / "open_palm_wall.jpg"  # rendered by tools/make_examples.py
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +150,7 @@ def test_drag_one_joint_flag_one_joint_submit_export(page, label_studio, drag_re
     assert all(r["parent"] == "h0" for r in got[:-1])
     to_screen, s = image_to_screen(page, W)
 
-    # the hand selected: its panel is in view without scrolling at 1600 x 1000 -> the docs' screenshot
+    # the hand selected: its panel is in view without scrolling at 1600 x 1000
     page.locator(".lsf-tree__node_type_rectangleregion .lsf-outliner-item__title").first.click()
     flags_header = page.get_by_text("Selected hand", exact=True)
     flags_header.wait_for(state="visible", timeout=10_000)
@@ -198,6 +201,24 @@ def test_drag_one_joint_flag_one_joint_submit_export(page, label_studio, drag_re
     assert not page.page_errors, page.page_errors
     print(f"drag test: view open {t_open:.1f} s, labelled and submitted {t_labelled:.1f} s, "
           f"joint {a} moved {moved.round(2).tolist()} px (screen scale {s:.2f}), joint {b} occluded")
+
+
+def test_labeling_view_of_a_self_made_example_for_docs(page, label_studio, model, artifacts):
+    """The docs' picture of the labeling view: a demo example render pre-labelled by the real model, its hand selected."""
+    rec = model.record(str(DOCS_EXAMPLE), file=str(DOCS_EXAMPLE))
+    assert len(rec["hands"]) == 1, "the model should find the one hand of this example"
+    res = push.push_records([rec], [rec["file"]], label_studio.url, label_studio.token, "hands v1", create=True)
+    kps = np.asarray(rec["hands"][0]["keypoints_2d"], dtype=np.float64)
+    inside = (kps[:, 0] >= 0) & (kps[:, 0] <= rec["width"]) & (kps[:, 1] >= 0) & (kps[:, 1] <= rec["height"])
+    open_task(page, label_studio.url, res.project_id, res.task_ids[0], 1 + int(inside.sum()))
+    page.locator(".lsf-tree__node_type_rectangleregion .lsf-outliner-item__title").first.click()
+    flags_header = page.get_by_text("Selected hand", exact=True)
+    flags_header.wait_for(state="visible", timeout=10_000)
+    box = flags_header.bounding_box()
+    assert box is not None and box["y"] + box["height"] < VIEWPORT["height"], "the per-hand panel needs scrolling"
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts / "docs_labeling.png"))
+    assert not page.page_errors, page.page_errors
 
 
 @pytest.fixture(scope="session")

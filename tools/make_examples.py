@@ -1,12 +1,13 @@
 """Make the demo's example images: our own hand model, rendered by our rasterizer, on procedural backgrounds.
 
-    python tools/make_examples.py [--out demo/examples] [--check]
+    python tools/make_examples.py [--out demo/examples] [--check] [--scene NAME ...]
 
 Nothing here comes from a data set: poses are the hand model's presets, backgrounds are generated.
 So that left and right can be told apart by eye (a bare palm-front right hand and a back-front left hand
 look alike), each hand is painted: nails on the back of the fingertips, knuckle creases and three palm lines
 on the palm side, and a sleeve at the wrist.
 `--check` runs handos on each image and prints the hands it finds (side, handedness score) against the scene's.
+`--scene NAME` writes only the named scenes; DOCS_SCENES (not in the demo's gallery) are written only when named.
 """
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ SCENES: dict[str, tuple[str, int, list[Placement]]] = {  # name -> (background, 
     "relaxed_tiles": ("tiles", 2, [Placement("relaxed", False, (0.1, 0.35, -0.3), (0.02, 0.08, 0.45), (140, 92, 66), back=True)]),
     "ok_bokeh": ("bokeh", 3, [Placement("ok", True, (0.2, -0.3, 0.15), (0.0, 0.07, 0.47), (236, 196, 170), back=True)]),
 }
+
+# scenes for the docs' pictures, not in the demo's gallery (name -> as SCENES)
+DOCS_SCENES: dict[str, tuple[str, int, list[Placement]]] = {
+    # ok_bokeh's hand as a right fist with the palm side toward the camera: MediaPipe's path and the default
+    # recall "fast" find nothing, recall "search" finds it (right); the demo's missed-then-found screenshot
+    # (tests/test_demo_app.py checks that it behaves so)
+    "fist_bokeh_front": ("bokeh", 3, [Placement("fist", False, (0.2, -0.3, 0.15), (0.0, 0.07, 0.47), (236, 196, 170))]),
+}
+MISSED_BY_DEFAULT = "fist_bokeh_front"
 
 
 SLEEVES = ((60, 80, 130), (150, 60, 55), (70, 110, 80), (120, 120, 125))  # cloth colours
@@ -204,24 +214,33 @@ def check(paths: list[Path]) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
+def write_scene(name: str, out: Path) -> Path:
+    """Render one scene of SCENES or DOCS_SCENES to OUT/NAME.jpg (quality 90); returns the path."""
+    kind, seed, hands = {**SCENES, **DOCS_SCENES}[name]
+    rgb = render_scene(kind, hands, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the examples as JPEGs (quality 90)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--check", action="store_true", help="run the foundation on each example")
+    ap.add_argument("--scene", action="append", choices=[*SCENES, *DOCS_SCENES],
+                    help="write only this scene (repeatable; default: every scene of the demo's gallery)")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    scenes = {**SCENES, **DOCS_SCENES}
     paths = []
-    for name, (kind, seed, hands) in SCENES.items():
-        rgb = render_scene(kind, hands, seed=seed)
-        path = out / f"{name}.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        paths.append(path)
-        print(f"wrote {path} ({len(hands)} hand(s))")
+    for name in args.scene or SCENES:
+        paths.append(write_scene(name, out))
+        print(f"wrote {paths[-1]} ({len(scenes[name][2])} hand(s))")
     if args.check:
         for name, found in check(paths).items():
-            want = [("left" if p.left else "right") for p in sorted(SCENES[name][2], key=lambda p: p.pos[0])]
+            want = [("left" if p.left else "right") for p in sorted(scenes[name][2], key=lambda p: p.pos[0])]
             ok = [side for side, _ in found] == want
             print(f"{name}: scene {want}, handos finds {found} {'OK' if ok else 'MISMATCH'}")
     return 0
