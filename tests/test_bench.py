@@ -64,6 +64,22 @@ def test_bench_against_mediapipe_on_real_images(realdata, tmp_path):
     assert all(0.1 < r < 20 for r in res["latency_block_ratios"].values())
 
 
+@pytest.mark.slow
+def test_bench_runtime_option_and_mediapipe_throughput(realdata, tmp_path):
+    """--runtime reaches the models; throughput is set against MediaPipe run in two processes."""
+    if bench.mediapipe_python() is None:
+        pytest.skip("MediaPipe reference venv absent (bash .ci/setup_mediapipe_venv.sh)")
+    out = tmp_path / "bench.json"
+    assert bench_cli.main(["--images", str(realdata / "ge2019_realworld" / "images"), "--limit", "4", "--what",
+                           "throughput", "--batch-size", "2", "--runtime", "torch", "--vs", "mediapipe",
+                           "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["runtime"] == {"palm": "torch", "landmark": "torch"}
+    mp = res["mediapipe_throughput_2_processes"]
+    assert mp["processes"] == 2 and mp["images"] == 4 and mp["hands"] == 4 and mp["images_per_s"] > 0
+    assert 0.01 < res["throughput_ratio_handos_over_mediapipe"] < 100
+
+
 def test_bench_inputs_are_explicit(tmp_path, monkeypatch):
     """Missing images or MediaPipe interpreter: a one-line error saying what to pass."""
     monkeypatch.setenv("HANDOS_REALDATA", str(tmp_path / "nowhere"))

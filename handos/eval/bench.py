@@ -145,6 +145,25 @@ def start_mediapipe(python: str, paths: list[str]) -> subprocess.Popen:
     return proc
 
 
+def time_mediapipe_throughput(python: str, paths: list[str], processes: int = 2) -> dict:
+    """Images/s of MediaPipe Hands run in `processes` processes at once (each on its share of `paths`, decode
+    included): MediaPipe's way to keep several cores busy, against which `handos predict`'s throughput is set."""
+    shares = [paths[i::processes] for i in range(processes)]
+    servers = [start_mediapipe(python, share) for share in shares if share]
+    try:
+        start = time.perf_counter()
+        for server, share in zip(servers, shares):
+            server.stdin.write(f"0 {len(share)}\n")
+            server.stdin.flush()
+        hands = sum(json.loads(server.stdout.readline())["hands"] for server in servers)
+        wall = time.perf_counter() - start
+    finally:
+        for server in servers:
+            server.stdin.close()
+            server.wait(timeout=60)
+    return {"images": len(paths), "hands": hands, "images_per_s": len(paths) / wall, "processes": len(servers)}
+
+
 def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> dict:
     """Images/s of the streaming runner (decode pool with `workers` threads, 0 = inline decode)."""
     from handos.batch.runner import run_images
@@ -209,6 +228,11 @@ def run_bench(images: str, what: set[str], limit: int = 50, mediapipe: str | Non
         time_throughput(cpu, paths[: 2 * batch_size], batch_size, workers=0)  # warm-up: traced shapes
         results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, batch_size, workers=2)
         results["cpu_throughput_inline_decode"] = time_throughput(cpu, paths, batch_size, workers=0)
+        if mediapipe:
+            mp = time_mediapipe_throughput(mediapipe, paths, processes=2)
+            results["mediapipe_throughput_2_processes"] = mp
+            results["throughput_ratio_handos_over_mediapipe"] = (
+                results["cpu_throughput_decode_pool"]["images_per_s"] / mp["images_per_s"])
     if "ray" in what:
         results["ray_cpu_throughput"] = time_ray(paths, batch_size)
     if torch.cuda.is_available() and device != "cpu":
