@@ -77,7 +77,8 @@ def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, n: int) -
     b0, k0, s0 = letterbox_raw
     v0 = lb_rois.to(b0.device, torch.float32)
     side0, org0 = v0[:, 2, None, None], (v0[:, :2] - v0[:, 2:4] / 2)[:, None]
-    return (torch.arange(n), b0 * side0 + org0.repeat(1, 1, 2), k0 * side0[..., None] + org0[:, :, None], s0)
+    kp = (k0.flatten(-2) * side0 + org0.repeat(1, 1, k0.shape[-2])).unflatten(-1, k0.shape[-2:])  # see palm._keypoint_tables
+    return (torch.arange(n), b0 * side0 + org0.repeat(1, 1, 2), kp, s0)
 
 
 def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: FoundationConfig,
