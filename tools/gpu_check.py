@@ -16,6 +16,8 @@ Sections (all on the same images, CPU reference in the same process):
   throughput  CUDA images/s at batch 16, 64 and 256 (decoded images, model only)
   train       `handos train` of the shipped config on CUDA (AMP): seconds for `--train-steps` steps, then
               ge2019 PA-MPJPE / PCK with the weights it made (the model card's "minutes on a GPU")
+  finetune    `handos train --finetune` of the ge2019 set (`--foundation landmark`, default steps) on the
+              device: seconds and the held-out before/after (the README's CPU figures' GPU counterpart)
 `--device cpu` runs the same script on the CPU (a smoke test of the script itself).
 """
 from __future__ import annotations
@@ -167,6 +169,26 @@ def check_train(ann: dict, ann_path: Path, device: str, steps: int) -> dict:
             **{k: report.get(k) for k in keep}}
 
 
+def check_finetune(ann_path: Path, device: str, landmark_steps: int, decoder_steps: int, images: int) -> dict:
+    """`handos train --finetune` of ge2019's first `images` images (`--foundation landmark`, seed-0 split) on
+    `device`: time and held-out before/after."""
+    from handos.train.finetune import FinetuneConfig, finetune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ann = json.loads(ann_path.read_text())
+        ann["images"] = [dict(im, file=str(ann_path.parent / im["file"])) for im in ann["images"][:images]]
+        data = Path(tmp) / "ge2019.json"
+        data.write_text(json.dumps(ann))
+        t = time.perf_counter()
+        report = finetune(FinetuneConfig(data=str(data), out=str(Path(tmp) / "weights"), foundation="landmark",
+                                         device=device, landmark_steps=landmark_steps, decoder_steps=decoder_steps),
+                          progress=False)
+        seconds = time.perf_counter() - t
+    keep = ("recall", "pck2d@0.05", "pa_mpjpe_mm", "mpjpe_rr_mm", "root_depth_err_mm")
+    return {"steps_by_stage": report["steps_by_stage"], "seconds": seconds, "split": report["split"],
+            "before": {k: report["before"].get(k) for k in keep}, "after": {k: report["after"].get(k) for k in keep}}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sections, writing the JSON after each one."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -177,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64, help="ge2019 images to use (parity, pipeline, latency)")
     p.add_argument("--train-steps", type=int, default=2000, help="0 skips training")
     p.add_argument("--eval-images", type=int, default=200, help="ge2019 images the trained weights are scored on")
+    p.add_argument("--finetune-steps", default="500,1500",
+                   help="LANDMARK,DECODER steps of the ge2019 fine-tuning section (the defaults); 0,0 skips it")
+    p.add_argument("--finetune-images", type=int, default=200, help="ge2019 images the fine-tuning section uses")
     p.add_argument("--skip", default="", help="comma list of sections to skip")
     args = p.parse_args(argv)
     import torch
@@ -197,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lambda: check_latency(images, args.device),
         "throughput": lambda: check_throughput(images, args.device),
         "train": lambda: check_train(eval_ann, ann_path, args.device, args.train_steps),
+        "finetune": lambda: check_finetune(ann_path, args.device, ft_steps[0], ft_steps[1], args.finetune_images),
     }
+    ft_steps = [int(v) for v in args.finetune_steps.split(",")]
     for name, run in sections.items():
-        if name in skip or (name == "train" and args.train_steps <= 0):
+        if name in skip or (name == "train" and args.train_steps <= 0) or (name == "finetune" and not any(ft_steps)):
             continue
         t = time.perf_counter()
         try:
