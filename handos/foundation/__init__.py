@@ -6,6 +6,8 @@ stays cheap:
 - nets (`handos.foundation.nets`): `load_palm_detector`, `load_landmark_net`, `PalmDetector`,
   `LandmarkNet`, `TFLiteGraph`;
 - pipeline: `Foundation`, `FoundationOutput`, `roi_from_landmarks`.
+The same two nets also run on LiteRT (`handos.foundation.litert`, the original .tflite graphs on XNNPACK,
+CPU inference); `handos.foundation.runtime` chooses between the runtimes (`RUNTIMES`).
 """
 from __future__ import annotations
 
