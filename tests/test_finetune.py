@@ -148,16 +148,20 @@ def test_finetune_cli_frozen(export_file: Path, tmp_path: Path, capsys) -> None:
 
     out = tmp_path / "frozen"
     rc = main(["--finetune", str(export_file), "--out", str(out), "--steps", "3", "--batch-size", "4",
-               "--no-progress", "--data-licence", "CC0"])
+               "--no-progress", "--data-licence", "CC0", "--landmark-passes", "2", "--refine-2d", "off"])
     assert rc == 0
     assert "PCK2D@0.05" in capsys.readouterr().out
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["steps"] == 3 and report["licence"] == "CC0"
     assert (out / "decoder.safetensors").exists() and not (out / "hand_landmark_full.safetensors").exists()
     assert "CC0" in (out / "MODEL_CARD.md").read_text()
-    # a frozen landmark net keeps the shipped inference settings unless told
-    assert report["inference"] == {"landmark_passes": 0, "refine_2d": True}
-    assert not (out / "foundation_config.json").exists()
+    # the inference settings asked for on the command line reach the weights folder and handos.load
+    assert report["inference"] == {"landmark_passes": 2, "refine_2d": False}
+    assert json.loads((out / "foundation_config.json").read_text()) == {"landmark_passes": 2}
+    import handos
+
+    model = handos.load(weights=out, device="cpu")
+    assert model.foundation.config.landmark_passes == 2 and not model.decoder.config.refine_2d
 
 
 def test_finetune_inference_options() -> None:
