@@ -243,3 +243,28 @@ def test_eval_figures_agree(realdata, models, name):
     for key in ("pa_mpjpe_mm", "mpjpe_rr_mm", "root_depth_err_mm"):
         if ra.get(key) is not None:
             assert abs(ra[key] - rb[key]) < 0.1, key
+
+
+def test_every_entry_point_takes_runtime():
+    """--runtime on predict, eval, bench, label, the ML backend and the demo (which hands it to handos.load)."""
+    import app
+    from annotate import backend, cli
+    from handos.cli import bench, eval, predict
+
+    assert predict.build_parser().parse_args(["x.jpg", "--out", "o.jsonl", "--runtime", "torch"]).runtime == "torch"
+    assert eval.build_parser().parse_args(["a.json", "--runtime", "litert"]).runtime == "litert"
+    assert bench.build_parser().parse_args(["--runtime", "torch"]).runtime == "torch"
+    assert cli.build_parser().parse_args(["x.jpg", "--runtime", "torch"]).runtime == "torch"
+    assert backend.build_parser().parse_args(["--runtime", "litert"]).runtime == "litert"
+    assert app.parse_args(["--runtime", "torch"]).runtime == "torch"
+    with pytest.raises(SystemExit):
+        eval.build_parser().parse_args(["a.json", "--runtime", "onnx"])
+
+
+def test_runtime_from_the_environment(monkeypatch):
+    """handos.load(runtime=None) reads HANDOS_RUNTIME (how app.py --runtime reaches every model the demo loads)."""
+    import handos
+
+    monkeypatch.setenv("HANDOS_RUNTIME", "torch")
+    assert handos.load(device="cpu").foundation.runtimes == {"palm": "torch", "landmark": "torch"}
+    assert handos.load(device="cpu", runtime="litert").foundation.runtimes["palm"] == "litert"
