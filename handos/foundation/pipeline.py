@@ -333,7 +333,9 @@ class Foundation:
         out = self.landmarks_on_rois(imgs, rois_in)
         if cfg.landmark_passes:
             out = self.repeat_on_landmark_rois(imgs, rois_in, out, cfg.landmark_passes)
-        out = out.select((out.presence >= cfg.min_presence).to(self.device))
+        kept = out.presence >= cfg.min_presence
+        if not bool(kept.all()):  # (select copies every field: skipped when all hands stay)
+            out = out.select(kept.to(self.device))
         if boost != "off":
             out = confirm_recall(out, cfg, mh)
         return out
