@@ -268,3 +268,38 @@ def test_runtime_from_the_environment(monkeypatch):
     monkeypatch.setenv("HANDOS_RUNTIME", "torch")
     assert handos.load(device="cpu").foundation.runtimes == {"palm": "torch", "landmark": "torch"}
     assert handos.load(device="cpu", runtime="litert").foundation.runtimes["palm"] == "litert"
+
+
+def test_torch_kept_on_one_thread_only_while_predicting_on_litert(models):
+    """With both nets on LiteRT, torch's own CPU work runs on one thread during a prediction (torch's idle OpenMP
+    threads would take XNNPACK's cores); torch's setting is restored after, and untouched on the torch runtime."""
+    from handos.foundation.runtime import torch_single_threaded
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_single_threaded():
+            assert torch.get_num_threads() == 1
+            with torch_single_threaded():  # re-entrant
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with torch_single_threaded(False):
+            assert torch.get_num_threads() == 2
+        seen = {}
+        for rt, m in models.items():
+            dstep = m.decode_step()
+            real = dstep.infer
+
+            def spy(inp, real=real, rt=rt):  # the decoder call records torch's thread count
+                seen[rt] = torch.get_num_threads()
+                return real(inp)
+            dstep.infer = spy
+            try:
+                m(np.full((96, 96, 3), 128, np.uint8), boxes=[[20, 20, 70, 70]])
+            finally:
+                del dstep.infer
+            assert torch.get_num_threads() == 2
+        assert seen == {"torch": 2, "litert": 1}
+    finally:
+        torch.set_num_threads(before)

@@ -220,6 +220,11 @@ class Foundation:
         return {"palm": getattr(self.palm_net, "runtime", "torch"),
                 "landmark": getattr(self.landmark_net, "runtime", "torch")}
 
+    @property
+    def litert_only(self) -> bool:
+        """Both nets on LiteRT: torch then only does small CPU work, kept on one thread (`torch_single_threaded`)."""
+        return self.runtimes == {"palm": "litert", "landmark": "litert"}
+
     def _batch_size(self) -> int:
         """Crops per network call (config.batch_size, or 8 on CPU / 64 elsewhere)."""
         if self.config.batch_size is not None:
@@ -311,6 +316,13 @@ class Foundation:
         max_hands: hands per image (default `config.max_hands`).
         Returns a FoundationOutput over all images (hands ordered by image, then MediaPipe's ROI order).
         """
+        from handos.foundation.runtime import torch_single_threaded
+
+        with torch_single_threaded(self.litert_only):
+            return self._detect(images, rois, max_hands)
+
+    def _detect(self, images: list[np.ndarray], rois: list | None, max_hands: int | None) -> FoundationOutput:
+        """`detect`'s work (see there)."""
         cfg = self.config
         mh = cfg.max_hands if max_hands is None else int(max_hands)
         if mh < 1:
@@ -349,6 +361,13 @@ class Foundation:
         many times on the ROI its own landmarks give (`next_roi`, rotation included) and the last pass is kept.
         No hand is dropped (presence is the score); `roi_index` is the box's index within its image.
         """
+        from handos.foundation.runtime import torch_single_threaded
+
+        with torch_single_threaded(self.litert_only):
+            return self._detect_boxes(images, boxes, refine)
+
+    def _detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int) -> FoundationOutput:
+        """`detect_boxes`'s work (see there)."""
         imgs_np = _check_images(images)
         given = check_boxes(boxes, [(im.shape[1], im.shape[0]) for im in imgs_np])
         if any(b is None for b in given):

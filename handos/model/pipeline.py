@@ -134,9 +134,18 @@ class HandOS:
         or [[x1, y1, x2, y2], ...] px, which gives exactly one hand per box, in the given order, with no palm
         detection and no score threshold (see `predict_boxes`).
         """
-        if boxes is not None:
-            return self.predict_boxes(images, cameras, boxes, max_hands=max_hands, score_threshold=score_threshold)
-        return self.predict_frames(images, cameras, max_hands=max_hands, score_threshold=score_threshold)
+        with self.cpu_threads():
+            if boxes is not None:
+                return self.predict_boxes(images, cameras, boxes, max_hands=max_hands, score_threshold=score_threshold)
+            return self.predict_frames(images, cameras, max_hands=max_hands, score_threshold=score_threshold)
+
+    def cpu_threads(self):
+        """Context for one prediction: with the foundation on LiteRT on the CPU, torch's own work (bookkeeping and
+        the decoder) on one thread, so that torch's idle threads do not compete with XNNPACK's (see
+        `handos.foundation.runtime.torch_single_threaded`)."""
+        from handos.foundation.runtime import torch_single_threaded
+
+        return torch_single_threaded(self.device.type == "cpu" and bool(getattr(self.foundation, "litert_only", False)))
 
     @torch.no_grad()
     def predict_boxes(self, images: Sequence[ImageLike], cameras: Sequence[Camera | dict | None] | None,
@@ -181,6 +190,11 @@ class HandOS:
         only; with detect[i] also True, the detector runs too and adds hands not already tracked.
         Every Hand's `trace` carries roi (next frame's ROI), roi_index, presence and foundation_box.
         """
+        with self.cpu_threads():
+            return self._predict_frames(images, cameras, rois, detect, max_hands, score_threshold)
+
+    def _predict_frames(self, images, cameras, rois, detect, max_hands, score_threshold) -> list[list[Hand]]:
+        """`predict_frames`'s work (see there)."""
         loaded = self.load_images(images)
         n = len(loaded)
         if n == 0:
