@@ -55,7 +55,7 @@ class FinetuneConfig:
     Step defaults chosen on ge2019 (seed-0 split, 150 train / 50 held out): landmark 200 -> 500 -> 1000 steps gave
     held-out PCK2D@0.05 0.876 / 0.924 / 0.924 (with the extra landmark pass), decoder 800 -> 1500 steps PA-MPJPE
     7.00 -> 6.73 mm; Adam 3e-4 on the landmark net was worse than 1e-4 (0.881 vs 0.895 without the extra pass).
-    200 images with `--foundation landmark` take ~12 min on a 2-core CPU (`all`: + ~7 min of palm steps).
+    200 images with `--foundation landmark` take 6.6 min on an idle 2-core CPU (`all`: + 150 palm steps, a few minutes).
     """
 
     data: str
