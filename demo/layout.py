@@ -133,9 +133,10 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                                         placeholder=f"empty: use {cfg.ls_key_env} from the server's environment")
                     ls_project = gr.Textbox(value="handos pre-annotations", label="Project (title or id; created if missing)")
                     push_btn = gr.Button("Push to Label Studio", elem_id="push-ls")
-                    push_out = gr.Markdown(elem_id="ls-result")
+                    push_out = gr.Markdown(elem_id="ls-result", label="Label Studio result", show_label=False)
             with gr.Column(scale=3, min_width=480):
-                status = gr.Markdown("Pick an example or upload an image, then press **Find hands**.", elem_id="status")
+                status = gr.Markdown("Pick an example or upload an image, then press **Find hands**.", elem_id="status",
+                                     label="status", show_label=False)
                 with gr.Tabs() as output_tabs:
                     with gr.Tab("Image result", id="image-out"):
                         annotated = gr.Image(label="Hands", format="png", interactive=False, elem_id="annotated",
@@ -151,7 +152,7 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                 table = gr.Dataframe(headers=TABLE_HEADERS, value=[], label="Hands", interactive=False, elem_id="hands-table")
                 files = gr.File(file_count="multiple", label="Downloads: predictions JSON (handos.prediction/1), meshes OBJ / GLB, clip MP4 / JSONL",
                                 interactive=False, elem_id="downloads")
-                seek_times = gr.Textbox("[]", visible="hidden", elem_id="seek-times")
+                seek_times = gr.Textbox("[]", visible="hidden", elem_id="seek-times", label="frame times (s)")
                 # API callers may name any device (and get a one-line reason when it is missing); the page offers
                 # only the devices present
                 device_api = gr.Textbox(default_device, visible=False)
