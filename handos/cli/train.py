@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 
+from handos.foundation import MAX_LANDMARK_PASSES
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `handos train`."""
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data-licence", help="the labels' licence, written into the model card")
     ft.add_argument("--landmark-steps", type=int, help="landmark-net steps (default: FinetuneConfig's)")
     ft.add_argument("--palm-steps", type=int, help="palm-detector steps (default: FinetuneConfig's)")
-    ft.add_argument("--landmark-passes", type=int, choices=range(5), metavar="N",
+    ft.add_argument("--landmark-passes", type=int, choices=range(MAX_LANDMARK_PASSES + 1), metavar="N",
                     help="extra landmark passes the weights ask for at inference (default: 1 with a fine-tuned "
                          "landmark net, else the starting weights')")
     ft.add_argument("--refine-2d", choices=("on", "off"), help="report the decoder's refined 2D joints (default: "

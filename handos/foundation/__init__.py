@@ -18,6 +18,8 @@ import importlib
 RECALL_MODES = ("off", "fast", "full", "search")
 # what runs the two nets (handos.foundation.runtime); here for the same reason
 RUNTIMES = ("auto", "torch", "litert")
+# the most extra landmark passes FoundationConfig.landmark_passes allows; here for the same reason
+MAX_LANDMARK_PASSES = 4
 
 _NETS = ("load_palm_detector", "load_landmark_net", "PalmDetector", "LandmarkNet", "TFLiteGraph", "load_graph")
 # public name -> the module that defines it
@@ -28,7 +30,7 @@ _HOMES = {
     "roi_from_landmarks": "handos.foundation.roi",
 }
 
-__all__ = list(_HOMES) + ["RECALL_MODES", "RUNTIMES"]
+__all__ = list(_HOMES) + ["RECALL_MODES", "RUNTIMES", "MAX_LANDMARK_PASSES"]
 
 
 def __getattr__(name: str):

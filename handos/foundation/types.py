@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from handos.errors import ConfigError
-from handos.foundation import RECALL_MODES
+from handos.foundation import MAX_LANDMARK_PASSES, RECALL_MODES
 
 __all__ = ["FoundationConfig", "FoundationOutput"]
 
@@ -89,8 +89,8 @@ class FoundationConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {v}")
-        if not 0 <= self.landmark_passes <= 4:
-            raise ConfigError(f"landmark_passes must be in 0..4, got {self.landmark_passes}")
+        if not 0 <= self.landmark_passes <= MAX_LANDMARK_PASSES:
+            raise ConfigError(f"landmark_passes must be in 0..{MAX_LANDMARK_PASSES}, got {self.landmark_passes}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 

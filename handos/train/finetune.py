@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from handos.errors import ConfigError, HandosError
+from handos.foundation import MAX_LANDMARK_PASSES
 
 FOUNDATION_MODES = ("frozen", "landmark", "all")
 LANDMARK_FILE = "hand_landmark_full.safetensors"
@@ -95,8 +96,8 @@ class FinetuneConfig:
         for k in ("decoder_steps", "landmark_steps", "palm_steps"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
-        if self.landmark_passes is not None and not 0 <= self.landmark_passes <= 4:
-            raise ConfigError(f"--landmark-passes must be in 0..4, got {self.landmark_passes}")
+        if self.landmark_passes is not None and not 0 <= self.landmark_passes <= MAX_LANDMARK_PASSES:
+            raise ConfigError(f"--landmark-passes must be in 0..{MAX_LANDMARK_PASSES}, got {self.landmark_passes}")
 
     @property
     def tunes_landmark_net(self) -> bool:
