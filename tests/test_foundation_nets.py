@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from blocked_imports import run_without
 
 from handos.foundation.nets import (
     LANDMARK_WEIGHTS,
@@ -183,13 +183,7 @@ def test_bad_input_is_a_clear_error(palm):
 
 
 def test_loading_needs_no_tflite_or_mediapipe():
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tflite', 'flatbuffers', 'mediapipe', 'tensorflow', 'ai_edge_litert'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    run_without(("tflite", "flatbuffers", "mediapipe", "tensorflow", "ai_edge_litert"), (
         "import torch\n"
         "from handos.foundation import load_palm_detector, load_landmark_net\n"
         "r, s = load_palm_detector()(torch.rand(1, 3, 192, 192))\n"
@@ -197,10 +191,7 @@ def test_loading_needs_no_tflite_or_mediapipe():
         "assert r.shape == (1, 2016, 18) and o['landmarks'].shape == (1, 21, 3)\n"
         "assert not any(m.split('.')[0] in ('tflite', 'flatbuffers') for m in sys.modules)\n"
         "print('ok')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    ))
 
 
 def test_shipped_weights_are_small_and_described():

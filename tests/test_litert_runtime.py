@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from blocked_imports import run_without
 
 from handos.errors import ConfigError, ModelError
 from handos.foundation.runtime import load_nets, resolve_runtime
@@ -62,13 +60,7 @@ def test_without_litert_auto_is_torch_and_litert_says_what_to_install(monkeypatc
 
 def test_core_runs_where_litert_is_absent():
     """With ai_edge_litert unimportable (as on the device machine), handos.load() runs on torch."""
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'ai_edge_litert':\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    run_without(("ai_edge_litert",), (
         "import numpy as np, handos\n"
         "from handos.errors import ModelError\n"
         "m = handos.load(device='cpu')\n"
@@ -81,10 +73,7 @@ def test_core_runs_where_litert_is_absent():
         "else:\n"
         "    raise SystemExit('litert without the package loaded')\n"
         "print('ok')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    ))
 
 
 def test_shipped_tflite_files_are_the_originals():
