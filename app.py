@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from handos.foundation import RUNTIME_HELP, RUNTIMES
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; host and port also come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
@@ -16,8 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default device shown in the UI (auto: CUDA when present)")
     p.add_argument("--max-file-size", default=os.environ.get("HANDOS_DEMO_MAX_FILE_SIZE", "50mb"), help="upload limit, e.g. 50mb")
     p.add_argument("--preload", action="store_true", help="load the model before serving (first request is faster)")
-    p.add_argument("--runtime", choices=["auto", "torch", "litert"], default=os.environ.get("HANDOS_RUNTIME", "auto"),
-                   help="what runs the foundation's nets (auto: LiteRT/XNNPACK on the CPU when installed, else torch)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=os.environ.get("HANDOS_RUNTIME", "auto"), help=RUNTIME_HELP)
     p.add_argument("--weights", default=os.environ.get("HANDOS_WEIGHTS"),
                    help="weights folder (e.g. from handos train --finetune), file or Hub repo id; default: shipped")
     return p.parse_args(argv)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from annotate import convert
 from handos.errors import HandosError, InputError, RemoteError
+from handos.foundation import RUNTIME_HELP, RUNTIMES
 
 log = logging.getLogger("annotate.backend")
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a /predict request body (tasks JSON) larger than this is refused
@@ -518,9 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-image-mb", type=float, default=20.0, help="refuse task images larger than this")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--runtime", choices=("auto", "torch", "litert"), default=None,
-                   help="what runs the foundation's nets: auto (default: LiteRT/XNNPACK on the CPU when installed), "
-                        "torch, litert")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None, help=RUNTIME_HELP)
     t = p.add_argument_group("training from annotations (see annotate.training)")
     t.add_argument("--versions-dir", default=None,
                    help="fine-tune from submitted annotations (Label Studio webhooks) into DIR/vNNN; off when unset")

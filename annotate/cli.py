@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handos.errors import InputError
-from handos.foundation import RECALL_MODES, RUNTIMES
+from handos.foundation import RECALL_MODES, RUNTIME_HELP, RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector effort for images without predictions (search: multi-scale, ~10x slower, finds "
                         "more hands on hard images)")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="what runs the foundation's nets for images without predictions: auto (default: LiteRT on "
-                        "the CPU when installed), torch, litert")
+                   help=RUNTIME_HELP + "; for images without predictions")
     p.add_argument("--export", metavar="OUT.json", default=None,
                    help="instead of pushing: write the project's labels as a COCO-WholeBody-hand-style training file")
     p.add_argument("--eval-out", default=None, help="with --export: also write handos eval annotations (derived_annotations.json format)")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from handos.errors import InputError
-from handos.foundation import RUNTIMES
+from handos.foundation import RUNTIME_HELP, RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "which is what handos.load() users get; MediaPipe's XNNPACK runs one inference thread on desktop "
                         "Linux whatever this says)")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                   help="what runs handos' foundation nets: auto (default: LiteRT/XNNPACK on the CPU when installed), "
-                        "torch, litert")
+                   help=RUNTIME_HELP)
     p.add_argument("--one-core", action="store_true",
                    help="pin this process and MediaPipe's to one CPU core (MediaPipe's graph threads then stop "
                         "competing with its own inference thread: it runs faster that way on 2 cores)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from handos.errors import InputError
 from handos.eval.report import format_report
 from handos.eval.run import PROMPTS, Predictor, evaluate, load_annotations, read_jsonl, score_records
-from handos.foundation import RECALL_MODES, RUNTIMES
+from handos.foundation import RECALL_MODES, RUNTIME_HELP, RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="detector effort (see handos.load); off = MediaPipe's own path")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="what runs the foundation's nets: auto (default: LiteRT on the CPU when installed), torch, litert")
+                   help=RUNTIME_HELP)
     p.add_argument("--foundation-only", action="store_true", help="score the frozen foundation's own joints (MediaPipe port)")
     p.add_argument("--prompt-boxes", choices=PROMPTS, default=None,
                    help="prompt the model with boxes instead of detecting: gt = each GT hand's tight 2D joint box, "

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from handos.errors import InputError
-from handos.foundation import RECALL_MODES, RUNTIMES
+from handos.foundation import RECALL_MODES, RUNTIME_HELP, RUNTIMES
 
 if TYPE_CHECKING:
     from handos.video.clip import ClipSummary
@@ -30,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
                         "(default), full, search (multi-scale, ~10x slower; for pre-labeling)")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="what runs the foundation's nets: auto (default: LiteRT/XNNPACK on the CPU when installed, else "
-                        "torch), torch, or litert (CPU)")
+                   help=RUNTIME_HELP)
     p.add_argument("--vertices", action="store_true", help="include mesh vertices in the records")
     p.add_argument("--shard-size", type=int, default=0, help="records per shard (writes OUT/preds-NNNNN.jsonl)")
     p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")

@@ -18,6 +18,8 @@ import importlib
 RECALL_MODES = ("off", "fast", "full", "search")
 # what runs the two nets (handos.foundation.runtime); here for the same reason
 RUNTIMES = ("auto", "torch", "litert")
+RUNTIME_HELP = ("what runs the palm detector and landmark net: auto (default: LiteRT/XNNPACK on the CPU when "
+                "ai-edge-litert is installed, else torch), torch, or litert (CPU only)")
 # the most extra landmark passes FoundationConfig.landmark_passes allows; here for the same reason
 MAX_LANDMARK_PASSES = 4
 
@@ -30,7 +32,7 @@ _HOMES = {
     "roi_from_landmarks": "handos.foundation.roi",
 }
 
-__all__ = list(_HOMES) + ["RECALL_MODES", "RUNTIMES", "MAX_LANDMARK_PASSES"]
+__all__ = list(_HOMES) + ["RECALL_MODES", "RUNTIMES", "RUNTIME_HELP", "MAX_LANDMARK_PASSES"]
 
 
 def __getattr__(name: str):

@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 
 from handos.errors import ConfigError, ModelError
-from handos.foundation import RUNTIMES
+from handos.foundation import RUNTIME_HELP, RUNTIMES
 
 __all__ = ["RUNTIMES", "RUNTIME_HELP", "resolve_runtime", "default_threads", "load_nets", "torch_single_threaded"]
 
-RUNTIME_HELP = ("what runs the palm detector and landmark net: auto (default: LiteRT/XNNPACK on the CPU when "
-                "ai-edge-litert is installed, else torch), torch, or litert (CPU only)")
 
 
 def default_threads() -> int:
