@@ -151,9 +151,11 @@ def procrustes_align(pred: Array, gt: Array, mask: Array | None = None) -> Array
 # --------------------------------------------------------------------------------------------------- boxes
 
 def box_iou(a: Array, b: Array) -> Array:
-    """IoU (N, M) of xyxy boxes a (N, 4) and b (M, 4); numpy inputs are read as float64 (N, 4)."""
+    """IoU (N, M) of xyxy boxes a (N, 4) and b (M, 4); numpy inputs keep a float dtype, others are read as float64."""
     if not isinstance(a, torch.Tensor):
-        a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+        a, b = np.asarray(a), np.asarray(b)
+        dtype = np.result_type(a, b) if np.issubdtype(np.result_type(a, b), np.floating) else np.float64
+        a, b = a.astype(dtype, copy=False).reshape(-1, 4), b.astype(dtype, copy=False).reshape(-1, 4)
     xp = xp_of(a)
     lt = xp.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
     rb = xp.minimum(a[:, None, 2:], b[None, :, 2:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from handos.geometry import box_iou
@@ -109,32 +110,36 @@ def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Ten
 
     Candidates are visited by descending score; each cluster (IoU with the top box > threshold, the top
     box included) is replaced by the score-weighted mean box and keypoints, keeping the top score.
+    The candidates are few (tens) and the loop data-dependent, so it runs in numpy on the host (each torch
+    op on such tiny tensors costs more than the arithmetic); the result is on the inputs' device and dtype.
     """
-    order = torch.argsort(scores, descending=True, stable=True)
-    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    b, k, s = (t.detach().cpu().numpy() for t in (boxes, keypoints, scores))
+    order = np.argsort(-s, kind="stable")
+    b, k, s = b[order], k[order], s[order]
     # Invalid (negative size) boxes are dropped by MediaPipe's decoder.
-    valid = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
-    boxes, keypoints, scores = boxes[valid], keypoints[valid], scores[valid]
-    iou = box_iou(boxes, boxes)  # (M,M) small: M is the number of boxes above the score threshold
-    remaining = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+    valid = (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
+    b, k, s = b[valid], k[valid], s[valid]
+    iou = box_iou(b, b)  # (M,M), in the boxes' dtype
+    remaining = np.ones(len(s), dtype=bool)
     out_b, out_k, out_s = [], [], []
-    idx = torch.arange(scores.shape[0], device=scores.device)
-    while bool(remaining.any()):
-        top = int(idx[remaining][0])
+    while remaining.any():
+        top = int(np.argmax(remaining))  # the best remaining candidate (they are sorted)
         cluster = remaining & (iou[top] > iou_threshold)
         cluster[top] = True  # IoU of a box with itself is 1 unless degenerate
-        w = scores[cluster]  # (c,)
+        w = s[cluster]  # (c,)
         tot = w.sum()
-        out_b.append((boxes[cluster] * w[:, None]).sum(0) / tot)
-        out_k.append((keypoints[cluster] * w[:, None, None]).sum(0) / tot)
-        out_s.append(scores[top])
-        remaining = remaining & ~cluster
+        out_b.append((b[cluster] * w[:, None]).sum(0) / tot)
+        out_k.append((k[cluster] * w[:, None, None]).sum(0) / tot)
+        out_s.append(s[top])
+        remaining &= ~cluster
         if max_detections is not None and len(out_s) >= max_detections:
             break
     if not out_s:
         return PalmDetections(boxes.new_zeros((0, 4)), keypoints.new_zeros((0,) + keypoints.shape[1:]),
                               scores.new_zeros((0,)))
-    return PalmDetections(torch.stack(out_b), torch.stack(out_k), torch.stack(out_s))
+    like = {"device": boxes.device, "dtype": boxes.dtype}
+    return PalmDetections(torch.as_tensor(np.stack(out_b), **like), torch.as_tensor(np.stack(out_k), **like),
+                          torch.as_tensor(np.stack(out_s), device=scores.device, dtype=scores.dtype))
 
 
 def remove_letterbox(det: PalmDetections, padding: torch.Tensor) -> PalmDetections:

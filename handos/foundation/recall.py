@@ -72,49 +72,60 @@ def recall_views(size: tuple[int, int], config: FoundationConfig, mode: str = "f
     return views
 
 
-def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, n: int) -> tuple:
-    """MediaPipe's own letterbox pass (normalised decode) as (owner, boxes, keypoints, scores) in image px."""
+# one detector view's candidates of one image, down to boost_min_score, in image px:
+# (image position in the batch, boxes (m,4) xyxy, keypoints (m,7,2), scores (m,))
+ViewCandidates = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, images: list[int],
+                          min_score: float) -> list[ViewCandidates]:
+    """MediaPipe's own letterbox pass (normalised decode (b,A,...)) as candidates of `images`, in image px."""
     b0, k0, s0 = letterbox_raw
     v0 = lb_rois.to(b0.device, torch.float32)
-    side0, org0 = v0[:, 2, None, None], (v0[:, :2] - v0[:, 2:4] / 2)[:, None]
-    kp = (k0.flatten(-2) * side0 + org0.repeat(1, 1, k0.shape[-2])).unflatten(-1, k0.shape[-2:])  # see palm._keypoint_tables
-    return (torch.arange(n), b0 * side0 + org0.repeat(1, 1, 2), kp, s0)
+    side, org = v0[:, 2], v0[:, :2] - v0[:, 2:4] / 2  # (b,), (b,2)
+    out = []
+    for j in images:
+        keep = s0[j] >= min_score  # (A,): the transform below is per anchor, so select first
+        out.append((j, b0[j][keep] * side[j] + org[j].repeat(2), k0[j][keep] * side[j] + org[j], s0[j][keep]))
+    return out
 
 
 def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: FoundationConfig,
-                     mode: str, palm_candidates: PalmCandidates) -> list[tuple]:
+                     mode: str, palm_candidates: PalmCandidates) -> list[ViewCandidates]:
     """Candidates of the flipped letterbox and the extra views of images `view_for` (positions in the batch)."""
     vidx, views = [], []
     for j in view_for:
         for v in recall_views(tuple(sizes[j].tolist()), config, mode):
             vidx.append(j)
             views.append(v)
-    cands = []
+    dense = []  # (owner (V,), boxes (V,A,4), keypoints (V,A,7,2), scores (V,A)) per detector pass
     if (config.boost_flip or mode == "search") and view_for:
         fi = torch.tensor(view_for)
-        cands.append((fi,) + palm_candidates(fi, lb_rois[fi], True))
+        dense.append((fi,) + palm_candidates(fi, lb_rois[fi], True))
     if views:
         vi = torch.tensor(vidx)
-        cands.append((vi,) + palm_candidates(vi, torch.tensor(views, dtype=torch.float64)))
-    return cands
+        dense.append((vi,) + palm_candidates(vi, torch.tensor(views, dtype=torch.float64)))
+    out = []
+    for owner, b, k, s in dense:
+        for v, j in enumerate(owner.tolist()):
+            keep = s[v] >= config.boost_min_score
+            out.append((j, b[v][keep], k[v][keep], s[v][keep]))
+    return out
 
 
-def _image_candidates(j: int, cands: list[tuple], base: PalmRois, base_palms: torch.Tensor,
+def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_palms: torch.Tensor,
                       config: FoundationConfig, max_hands: int) -> PalmRois:
     """Image j's palm ROIs: MediaPipe's (`base`), then the boosted candidates that are not its palms again."""
-    bs, ks, ss = [], [], []
-    for owner, b, k, s in cands:
-        for v in torch.nonzero(owner == j).flatten().tolist():
-            m = s[v] >= config.boost_min_score
-            bs.append(b[v][m])
-            ks.append(k[v][m])
-            ss.append(s[v][m])
-    det = weighted_nms(torch.cat(bs), torch.cat(ks), torch.cat(ss), config.nms_iou, 2 * max_hands)
-    rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
+    mine = [c for c in cands if c[0] == j]
+    det = weighted_nms(torch.cat([c[1] for c in mine]), torch.cat([c[2] for c in mine]),
+                       torch.cat([c[3] for c in mine]), config.nms_iou, 2 * max_hands)
     r0, s0_, f0 = base
-    if r0.shape[0] and rois.shape[0]:  # drop candidates that are MediaPipe's own palms again
+    if r0.shape[0] and len(det):  # drop candidates that are MediaPipe's own palms again
         new = ~(box_iou(det.boxes, base_palms.to(det.boxes)) > config.association_iou).any(1)
-        rois, det = rois[new], PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
+        det = PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
+    if not len(det):
+        return base
+    rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
     # every remaining candidate goes to the landmark net: one may repeat a kept hand (dropped by
     # dedup_hands), so the next can still fill the slot; dedup_hands also caps the hands at max_hands
     return (torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
@@ -138,16 +149,18 @@ def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], 
     # "fast": extra views only where MediaPipe found nothing (measured on the real sets, the zoomed-out
     # view never added a hand next to one MediaPipe found; tiles did once, on a 1280x720 image)
     view_for = [j for j in need if mode != "fast" or base[j][0].shape[0] == 0]
-    cands = [_letterbox_candidates(letterbox_raw, lb_rois, len(base))]
+    cands = _letterbox_candidates(letterbox_raw, lb_rois, need, config.boost_min_score)
     cands += _view_candidates(sizes, view_for, lb_rois, config, mode, palm_candidates)
-    return [base[j] if base[j][0].shape[0] >= max_hands
-            else _image_candidates(j, cands, base[j], base_palms[j], config, max_hands)
+    needed = set(need)
+    return [_image_candidates(j, cands, base[j], base_palms[j], config, max_hands) if j in needed else base[j]
             for j in range(len(base))]
 
 
 def confirm_recall(out: FoundationOutput, config: FoundationConfig, max_hands: int) -> FoundationOutput:
     """Keep boosted hands the landmark net confirms (presence >= boost_min_presence, which becomes their
     score: their palm score is low by construction) and that repeat no kept hand; cap max_hands per image."""
+    if not bool(out.boosted.any()) and bool((torch.bincount(out.image_index, minlength=1) <= 1).all()):
+        return out  # one MediaPipe hand per image at most: nothing to confirm, repeat or cap
     out = out.select(~out.boosted | (out.presence >= config.boost_min_presence))
     out.score = torch.where(out.boosted, out.presence, out.score)
     return dedup_hands(out, config, max_hands)
