@@ -16,8 +16,8 @@ import torch
 
 from handos.geometry import box_iou
 
-__all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "decode_detections", "weighted_nms",
-           "remove_letterbox", "PalmDetections"]
+__all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
+           "weighted_nms", "remove_letterbox", "PalmDetections"]
 
 
 @dataclass(frozen=True)
@@ -68,40 +68,51 @@ def letterbox_rois(sizes: torch.Tensor, input_size: int = 192) -> tuple[torch.Te
     return rois, torch.stack([pad_x, pad_y, pad_x, pad_y], -1)
 
 
-_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+@dataclass(frozen=True)
+class DecodeTables:
+    """Per-anchor tables of `decode_detections` for one anchor set (`decode_tables`: build once, decode often)."""
+
+    anchor_center: torch.Tensor  # (A,2) x, y
+    anchor_size: torch.Tensor  # (A,2) w, h
+    box_scale: torch.Tensor  # (2,) x, y scale of the box centre (w, h scale of its size below)
+    size_scale: torch.Tensor  # (2,)
+    # keypoints as (A,2n) rows against tables repeated n times: the same values as (A,n,2) ops broadcast over
+    # pairs, which run ~10x slower on the CPU (TensorIterator's inner loop of 2)
+    keypoint_scale: torch.Tensor  # (2n,)
+    keypoint_size: torch.Tensor  # (A,2n) anchor w, h per keypoint
+    keypoint_center: torch.Tensor  # (A,2n) anchor x, y per keypoint
 
 
-def _keypoint_tables(anchors: torch.Tensor, scale: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
-    """(scale (2n,), anchor w,h (A,2n), anchor centres (A,2n)) for the keypoint decode, cached per anchor table."""
-    key = (anchors.data_ptr(), anchors.device, anchors.dtype, tuple(anchors.shape), tuple(scale.tolist()),
-           scale.dtype, n)
-    if key not in _TABLES:
-        if len(_TABLES) > 8:
-            _TABLES.clear()
-        _TABLES[key] = (scale.repeat(n), anchors[:, 2:4].to(scale.dtype).repeat(1, n).contiguous(),
-                        anchors[:, :2].to(scale.dtype).repeat(1, n).contiguous())
-    return _TABLES[key]
+def decode_tables(anchors: torch.Tensor, opts: DetectorOptions = PALM_OPTIONS,
+                  dtype: torch.dtype = torch.float32) -> DecodeTables:
+    """The tables `decode_detections` needs for anchors (A,4) [cx, cy, w, h] (normalised), on their device."""
+    a = anchors.to(dtype)
+    n = opts.num_keypoints
+    box_scale = torch.tensor([opts.x_scale, opts.y_scale], dtype=dtype, device=a.device)
+    return DecodeTables(
+        anchor_center=a[:, :2].contiguous(), anchor_size=a[:, 2:4].contiguous(), box_scale=box_scale,
+        size_scale=torch.tensor([opts.w_scale, opts.h_scale], dtype=dtype, device=a.device),
+        keypoint_scale=box_scale.repeat(n), keypoint_size=a[:, 2:4].repeat(1, n).contiguous(),
+        keypoint_center=a[:, :2].repeat(1, n).contiguous())
 
 
-def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anchors: torch.Tensor,
+def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anchors: torch.Tensor | DecodeTables,
                       opts: DetectorOptions = PALM_OPTIONS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw outputs (B,A,18), (B,A,1) -> boxes (B,A,4) xyxy, keypoints (B,A,7,2) (normalised), scores (B,A)."""
-    a_c = anchors[:, :2]  # (A,2)
-    a_wh = anchors[:, 2:4]
-    scale = regressors.new_tensor([opts.x_scale, opts.y_scale])
+    """Raw outputs (B,A,18), (B,A,1) -> boxes (B,A,4) xyxy, keypoints (B,A,7,2) (normalised), scores (B,A).
+
+    anchors: (A,4) [cx, cy, w, h], or their `decode_tables` (what a caller decoding many batches keeps).
+    """
+    t = anchors if isinstance(anchors, DecodeTables) else decode_tables(anchors, opts, regressors.dtype)
     o = opts.box_coord_offset
-    center = regressors[..., o:o + 2] / scale * a_wh + a_c  # (B,A,2)
-    wh = regressors[..., o + 2:o + 4] / regressors.new_tensor([opts.w_scale, opts.h_scale]) * a_wh
+    center = regressors[..., o:o + 2] / t.box_scale * t.anchor_size + t.anchor_center  # (B,A,2)
+    wh = regressors[..., o + 2:o + 4] / t.size_scale * t.anchor_size
     boxes = torch.cat([center - wh / 2, center + wh / 2], -1)  # (B,A,4) xmin, ymin, xmax, ymax
     k, n = opts.keypoint_coord_offset, opts.num_keypoints
-    # (B,A,14) against per-anchor tables repeated 7x: the same values as (B,A,7,2) ops broadcast over pairs,
-    # which run ~10x slower on the CPU (TensorIterator's inner loop of 2)
-    kp_scale, kp_wh, kp_c = _keypoint_tables(anchors, scale, n)
-    kp = (regressors[..., k:k + 2 * n] / kp_scale * kp_wh + kp_c).unflatten(-1, (n, 2))  # (B,A,7,2)
+    kp = (regressors[..., k:k + 2 * n] / t.keypoint_scale * t.keypoint_size + t.keypoint_center)  # (B,A,2n)
     logits = score_logits[..., 0]
     if opts.score_clipping_thresh:
         logits = logits.clamp(-opts.score_clipping_thresh, opts.score_clipping_thresh)
-    return boxes, kp, torch.sigmoid(logits)
+    return boxes, kp.unflatten(-1, (n, 2)), torch.sigmoid(logits)
 
 
 def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor,

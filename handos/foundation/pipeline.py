@@ -28,7 +28,14 @@ import torch
 
 from handos.errors import InputError
 from handos.foundation.anchors import palm_anchors
-from handos.foundation.palm import PALM_OPTIONS, decode_detections, letterbox_rois, remove_letterbox, weighted_nms
+from handos.foundation.palm import (
+    PALM_OPTIONS,
+    decode_detections,
+    decode_tables,
+    letterbox_rois,
+    remove_letterbox,
+    weighted_nms,
+)
 from handos.foundation.recall import add_recall_candidates, confirm_recall
 from handos.foundation.roi import (
     axis_aligned_iou,
@@ -57,23 +64,23 @@ class _Images:
         self.images = images
         self.device = device
         self.sizes = torch.tensor([[im.shape[1], im.shape[0]] for im in images], dtype=torch.long)  # (B,2) W,H
+        self.by_size: dict[tuple[int, int], list[int]] = {}  # (H,W) -> image indices
+        for i, im in enumerate(images):
+            self.by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
+        self.where = torch.zeros(len(images), dtype=torch.long)  # each image's position inside its size group
+        for idx in self.by_size.values():
+            self.where[idx] = torch.arange(len(idx))
         self._groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] | None = None
-        self.where = torch.zeros(len(images), dtype=torch.long)  # position inside its group
 
     @property
     def groups(self) -> dict[tuple[int, int], tuple[list[int], torch.Tensor]]:
         """Same-size images as (indices, (b,3,H,W) float tensor), built on first use (the OpenCV crops on the CPU
         never need them: converting a 640x480 frame to float costs ~1 ms)."""
         if self._groups is None:
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for i, im in enumerate(self.images):
-                by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
             self._groups = {}
-            for k, idx in by_size.items():
+            for k, idx in self.by_size.items():
                 arr = torch.from_numpy(np.stack([self.images[i] for i in idx]))  # (b,H,W,3) uint8
                 self._groups[k] = (idx, arr.to(self.device).permute(0, 3, 1, 2).to(torch.float32))
-                for j, i in enumerate(idx):
-                    self.where[i] = j
         return self._groups
 
     def crop(self, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
@@ -193,6 +200,7 @@ class Foundation:
         self.device = torch.device(device)
         self.dtype = dtype
         self.anchors = palm_anchors(self.device, torch.float32)  # (2016,4)
+        self.palm_decode = decode_tables(self.anchors, PALM_OPTIONS)  # per-anchor tables, built once
         self.feature_dim = int(getattr(landmark_net, "feature_dim", 1152))
 
     @classmethod
@@ -248,7 +256,7 @@ class Foundation:
         """Decoded palm candidates of square views (V,5) px of images idx (V,): boxes/keypoints in image px."""
         x = imgs.crop(idx, views.to(self.device), PALM_SIZE, "zero", self.config.exact_resampling) / 255.0
         regs, logits = self._run_palm(x.flip(-1) if flip else x)
-        boxes, kps, scores = decode_detections(regs, logits, self.anchors, PALM_OPTIONS)  # (V,A,...) normalised
+        boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (V,A,...) normalised
         if flip:
             boxes = torch.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
             kps = torch.stack([1 - kps[..., 0], kps[..., 1]], -1)
@@ -273,7 +281,7 @@ class Foundation:
         lb_rois, pads = letterbox_rois(sizes, PALM_SIZE)  # (b,5), (b,4)
         x = imgs.crop(idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling) / 255.0
         regs, logits = self._run_palm(x)
-        boxes, kps, scores = decode_detections(regs, logits, self.anchors, PALM_OPTIONS)  # (b,A,..)
+        boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (b,A,..)
         out, palm_px = [], []
         for j in range(len(which)):
             keep = scores[j] >= cfg.min_detection_score
@@ -318,39 +326,35 @@ class Foundation:
         """
         from handos.foundation.runtime import torch_single_threaded
 
-        with torch_single_threaded(self.litert_only):
-            return self._detect(images, rois, max_hands)
-
-    def _detect(self, images: list[np.ndarray], rois: list | None, max_hands: int | None) -> FoundationOutput:
-        """`detect`'s work (see there)."""
-        cfg = self.config
-        mh = cfg.max_hands if max_hands is None else int(max_hands)
-        if mh < 1:
-            raise InputError(f"max_hands must be >= 1, got {mh}")
-        imgs_np = _check_images(images)
-        B = len(imgs_np)
-        carried = self._check_rois(rois, B)
-        if B == 0:
-            return self._empty(torch.zeros((0, 2), dtype=torch.long))
-        imgs = _Images(imgs_np, self.device)
-        boost = cfg.recall_mode
-        # letterbox -> palm detector -> decode, NMS -> palm ROIs (+ recall candidates), where too few are carried
-        which = [i for i in range(B) if carried[i].shape[0] < mh]
-        palms = dict(zip(which, self.detect_palms(imgs, which, mh, boost)))
-        # ROI association: palm ROIs, then carried ROIs
-        rois_in = [associate_rois(palms.get(i), carried[i], cfg.association_iou) for i in range(B)]
-        if not any(rois_in):
-            return self._empty(imgs.sizes)
-        # landmark net on the ROI crops -> landmarks in image px; lost hands (presence) dropped
-        out = self.landmarks_on_rois(imgs, rois_in)
-        if cfg.landmark_passes:
-            out = self.repeat_on_landmark_rois(imgs, rois_in, out, cfg.landmark_passes)
-        kept = out.presence >= cfg.min_presence
-        if not bool(kept.all()):  # (select copies every field: skipped when all hands stay)
-            out = out.select(kept.to(self.device))
-        if boost != "off":
-            out = confirm_recall(out, cfg, mh)
-        return out
+        with torch_single_threaded(self.litert_only):  # torch's threads would compete with XNNPACK's
+            cfg = self.config
+            mh = cfg.max_hands if max_hands is None else int(max_hands)
+            if mh < 1:
+                raise InputError(f"max_hands must be >= 1, got {mh}")
+            imgs_np = _check_images(images)
+            B = len(imgs_np)
+            carried = self._check_rois(rois, B)
+            if B == 0:
+                return self._empty(torch.zeros((0, 2), dtype=torch.long))
+            imgs = _Images(imgs_np, self.device)
+            boost = cfg.recall_mode
+            # letterbox -> palm detector -> decode, NMS -> palm ROIs (+ recall candidates), where too few are carried
+            which = [i for i in range(B) if carried[i].shape[0] < mh]
+            palms = dict(zip(which, self.detect_palms(imgs, which, mh, boost)))
+            # ROI association: palm ROIs, then carried ROIs
+            rois_in = [associate_rois(palms.get(i), carried[i], cfg.association_iou) for i in range(B)]
+            if not any(rois_in):
+                return self._empty(imgs.sizes)
+            # landmark net on the ROI crops -> landmarks in image px; lost hands (presence) dropped
+            out = self.landmarks_on_rois(imgs, rois_in)
+            if cfg.landmark_passes:
+                out = self.repeat_on_landmark_rois(imgs, rois_in, out, cfg.landmark_passes)
+            kept = out.presence >= cfg.min_presence
+            if not bool(kept.all()):  # (select copies every field: skipped when all hands stay)
+                out = out.select(kept.to(self.device))
+            if boost != "off":
+                out = confirm_recall(out, cfg, mh)
+            return out
 
     @torch.no_grad()
     def detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int = 2) -> FoundationOutput:
@@ -363,23 +367,19 @@ class Foundation:
         """
         from handos.foundation.runtime import torch_single_threaded
 
-        with torch_single_threaded(self.litert_only):
-            return self._detect_boxes(images, boxes, refine)
-
-    def _detect_boxes(self, images: list[np.ndarray], boxes: list, refine: int) -> FoundationOutput:
-        """`detect_boxes`'s work (see there)."""
-        imgs_np = _check_images(images)
-        given = check_boxes(boxes, [(im.shape[1], im.shape[0]) for im in imgs_np])
-        if any(b is None for b in given):
-            raise InputError("detect_boxes needs a box list (possibly empty) for every image, not None")
-        if not imgs_np:
-            return self._empty(torch.zeros((0, 2), dtype=torch.long))
-        imgs = _Images(imgs_np, self.device)
-        rois_in = [[RoiCandidate(r, float("nan"), k, False) for k, r in enumerate(roi_from_box(b))] for b in given]
-        if not any(rois_in):
-            return self._empty(imgs.sizes)
-        out = self.landmarks_on_rois(imgs, rois_in)
-        return self.repeat_on_landmark_rois(imgs, rois_in, out, int(refine))
+        with torch_single_threaded(self.litert_only):  # torch's threads would compete with XNNPACK's
+            imgs_np = _check_images(images)
+            given = check_boxes(boxes, [(im.shape[1], im.shape[0]) for im in imgs_np])
+            if any(b is None for b in given):
+                raise InputError("detect_boxes needs a box list (possibly empty) for every image, not None")
+            if not imgs_np:
+                return self._empty(torch.zeros((0, 2), dtype=torch.long))
+            imgs = _Images(imgs_np, self.device)
+            rois_in = [[RoiCandidate(r, float("nan"), k, False) for k, r in enumerate(roi_from_box(b))] for b in given]
+            if not any(rois_in):
+                return self._empty(imgs.sizes)
+            out = self.landmarks_on_rois(imgs, rois_in)
+            return self.repeat_on_landmark_rois(imgs, rois_in, out, int(refine))
 
     def repeat_on_landmark_rois(self, imgs: _Images, rois_in: list[list[RoiCandidate]], out: FoundationOutput,
                                 passes: int) -> FoundationOutput:
