@@ -15,6 +15,7 @@ from handos.errors import InputError
 MAX_PIXELS = 50_000_000  # decompression-bomb limit (about 7000 x 7000)
 MIN_SIDE = 16  # nothing smaller can hold a hand the detector can see
 MAX_FILE_BYTES = 200 * 1024 * 1024
+ORIENTATION_TAG = 0x0112  # EXIF Orientation (1 = upright)
 
 ImageLike = str | os.PathLike | bytes | np.ndarray | Image.Image
 
@@ -98,7 +99,8 @@ def open_pil(data: bytes, label: str) -> Image.Image:
 def pil_to_rgb(pil: Image.Image, label: str) -> np.ndarray:
     """Apply EXIF orientation and convert any mode (L, LA, P, RGBA, CMYK, I;16, F) to (H, W, 3) uint8 RGB."""
     try:
-        pil = ImageOps.exif_transpose(pil)
+        if pil.getexif().get(ORIENTATION_TAG, 1) != 1:  # (exif_transpose copies the image even when upright)
+            pil = ImageOps.exif_transpose(pil)
     except Exception:  # a broken EXIF block must not lose the picture
         pass
     mode = pil.mode
@@ -109,7 +111,7 @@ def pil_to_rgb(pil: Image.Image, label: str) -> np.ndarray:
         pil = pil.convert("RGBA")
         background = Image.new("RGBA", pil.size, (255, 255, 255, 255))
         pil = Image.alpha_composite(background, pil)
-    rgb = np.asarray(pil.convert("RGB"))
+    rgb = np.asarray(pil if pil.mode == "RGB" else pil.convert("RGB"))
     check_shape(rgb, label)
     return np.ascontiguousarray(rgb)
 
