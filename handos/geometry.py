@@ -19,6 +19,12 @@ def xp_of(x: Array):
     return torch if isinstance(x, torch.Tensor) else np
 
 
+def host_view(t: torch.Tensor) -> Array:
+    """A CPU tensor as a numpy view (no copy), a tensor elsewhere unchanged: for xp_of geometry on a handful of
+    hands, numpy's per-call cost is ~3x below torch's (the math is the same; `torch.as_tensor` turns it back)."""
+    return t.detach().numpy() if t.device.type == "cpu" else t
+
+
 def as_float(x: Array) -> Array:
     """`x` as a floating array of its own kind (float64 for numpy inputs and integer tensors)."""
     if isinstance(x, torch.Tensor):
@@ -167,6 +173,6 @@ def box_iou(a: Array, b: Array) -> Array:
     return xp.where(union > 0, inter / union.clip(min=1e-12), xp.zeros_like(inter))
 
 
-__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "intrinsics_of",
+__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "host_view", "intrinsics_of",
            "matrix_to_axis_angle", "procrustes_align", "project", "rot2d", "similarity_transform", "valid_weights",
            "xp_of", "zero_invalid"]

@@ -49,6 +49,7 @@ from handos.foundation.roi import (
     roi_from_palm,
 )
 from handos.foundation.types import FoundationConfig, FoundationOutput
+from handos.geometry import host_view
 
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks", "check_boxes"]
 
@@ -288,7 +289,8 @@ class Foundation:
             det = weighted_nms(boxes[j][keep], kps[j][keep], scores[j][keep], cfg.nms_iou, max_hands)
             det = remove_letterbox(det, pads[j].to(det.boxes.device))
             wh = sizes[j].to(det.boxes)  # (2,) W,H
-            rois = roi_from_palm((det.boxes * wh.repeat(2)).double(), (det.keypoints * wh).double())
+            rois = torch.as_tensor(roi_from_palm(host_view((det.boxes * wh.repeat(2)).double()),
+                                                 host_view((det.keypoints * wh).double())))
             out.append((rois, det.scores, torch.zeros(len(det), dtype=torch.bool)))
             palm_px.append(det.boxes * wh.repeat(2))
         if boost != "off":
@@ -418,7 +420,7 @@ class Foundation:
             world=project_world(lm["world"], rois_f[:, 4].to(lm["world"].device)).to(dev),
             features=_to(lm.get("features"), dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
-            next_roi=roi_from_landmarks(joints.double()).float().to(dev),
+            next_roi=torch.as_tensor(roi_from_landmarks(host_view(joints.double()))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )
 

@@ -31,6 +31,7 @@ import torch
 from handos.foundation.palm import PalmDetections, weighted_nms
 from handos.foundation.roi import box_iou, roi_from_palm
 from handos.foundation.types import FoundationConfig, FoundationOutput
+from handos.geometry import host_view
 
 __all__ = ["SEARCH_SCALES", "recall_views", "add_recall_candidates", "confirm_recall", "dedup_hands"]
 
@@ -125,7 +126,7 @@ def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_
         det = PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
     if not len(det):
         return base
-    rois = roi_from_palm(det.boxes.double(), det.keypoints.double())
+    rois = torch.as_tensor(roi_from_palm(host_view(det.boxes.double()), host_view(det.keypoints.double())))
     # every remaining candidate goes to the landmark net: one may repeat a kept hand (dropped by
     # dedup_hands), so the next can still fill the slot; dedup_hands also caps the hands at max_hands
     return (torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
