@@ -406,7 +406,9 @@ class Foundation:
         presence = lm["presence"]
         boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
         rois_f = rois_t.float()
-        joints, z = project_landmarks(lm["landmarks"], rois_f.to(lm["landmarks"].device), LANDMARK_SIZE)
+        rois_lm = host_view(rois_f.to(lm["landmarks"].device))  # numpy views on the CPU (tiny geometry)
+        joints, z = (torch.as_tensor(v) for v in project_landmarks(host_view(lm["landmarks"]), rois_lm, LANDMARK_SIZE))
+        world = torch.as_tensor(project_world(host_view(lm["world"]), rois_lm[:, 4]))
         score = torch.tensor([c.score for _, c in flat], dtype=torch.float32, device=presence.device)
         score = torch.where(torch.isnan(score), presence, score)  # carried ROIs: presence is the score
         lo, hi = joints.amin(1), joints.amax(1)  # (M,2)
@@ -417,7 +419,7 @@ class Foundation:
             image_index=img_t.to(dev), score=score.to(dev), box=box.to(dev), roi=rois_f.to(dev),
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
-            world=project_world(lm["world"], rois_f[:, 4].to(lm["world"].device)).to(dev),
+            world=world.to(dev),
             features=_to(lm.get("features"), dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
             next_roi=torch.as_tensor(roi_from_landmarks(host_view(joints.double()))).float().to(dev),

@@ -208,27 +208,29 @@ def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor,
     return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
 
-def project_landmarks(landmarks: torch.Tensor, rois: torch.Tensor, size: int = 224,
-                      normalize_z: float = 0.4) -> tuple[torch.Tensor, torch.Tensor]:
+def project_landmarks(landmarks: Array, rois: Array, size: int = 224, normalize_z: float = 0.4) -> tuple[Array, Array]:
     """Crop-px landmarks (N,21,3) -> image px joints (N,21,2) and z (N,21) in px (MediaPipe's scaling).
 
     z follows TensorsToLandmarks (z / size / normalize_z) and LandmarkProjection (x ROI width):
     `z_px = z_crop / size / normalize_z * roi_w`. Multiply by 1/W to get MediaPipe's normalised z.
+    Torch or numpy (the CPU pipeline: numpy views, cheaper on a few hands).
     """
-    cx, cy, w, h, rot = [v[:, None] for v in rois.unbind(-1)]
-    c, s = torch.cos(rot), torch.sin(rot)
+    xp = xp_of(landmarks)
+    cx, cy, w, h, rot = (rois[:, k, None] for k in range(5))
+    c, s = xp.cos(rot), xp.sin(rot)
     x = (landmarks[..., 0] / size - 0.5) * w
     y = (landmarks[..., 1] / size - 0.5) * h
-    joints = torch.stack([cx + c * x - s * y, cy + s * x + c * y], -1)
+    joints = xp.stack([cx + c * x - s * y, cy + s * x + c * y], -1)
     z = landmarks[..., 2] / size / normalize_z * w
     return joints, z
 
 
-def project_world(world: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+def project_world(world: Array, rot: Array) -> Array:
     """Rotate world landmarks (N,21,3) m about z by the ROI rotation (N,) (WorldLandmarkProjection)."""
-    c, s = torch.cos(rot)[:, None], torch.sin(rot)[:, None]
-    x, y, z = world.unbind(-1)
-    return torch.stack([c * x - s * y, s * x + c * y, z], -1)
+    xp = xp_of(world)
+    c, s = xp.cos(rot)[:, None], xp.sin(rot)[:, None]
+    x, y, z = (world[..., k] for k in range(3))
+    return xp.stack([c * x - s * y, s * x + c * y, z], -1)
 
 
 def axis_aligned_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
