@@ -20,8 +20,21 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     hands: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run, worker processes' start-up included
     errors: list[str] = field(default_factory=list)
+    processes: int = 1  # model replicas (handos.batch.parallel); 1: this process
+    startup_s: float = 0.0  # starting the worker processes (their imports and model loads)
+
+    def add(self, file: str, outcome: dict | str, writer: RecordWriter) -> None:
+        """Write one input's outcome (its record, or why it failed: a message) and count it."""
+        if isinstance(outcome, str):
+            writer.write_error(file, outcome)
+            self.failed += 1
+            self.errors.append(outcome)
+            return
+        writer.write(outcome)
+        self.done += 1
+        self.hands += len(outcome["hands"])
 
     @property
     def images_per_s(self) -> float:
@@ -60,6 +73,20 @@ def box_error(item: WorkItem, image: LoadedImage) -> str | None:
     return None
 
 
+def predict_items(model, batch: list[tuple[WorkItem, LoadedImage]], include_vertices: bool = False) -> list[dict]:
+    """Records of decoded items in one `records_batch` call (items with boxes: exactly those hands)."""
+    prompts = [it.boxes for it, _ in batch]
+    extra = {"boxes": [None if b is None else [list(x) for x in b] for b in prompts]} if any(
+        b is not None for b in prompts) else {}  # box prompts: exactly those hands (HandOS.records_batch)
+    return model.records_batch(
+        [img for _, img in batch],
+        cameras=[it.camera for it, _ in batch],
+        files=[it.file for it, _ in batch],
+        include_vertices=include_vertices,
+        **extra,
+    )
+
+
 def run_images(
     model,
     items: list[WorkItem],
@@ -77,20 +104,8 @@ def run_images(
     batch: list[tuple[WorkItem, LoadedImage]] = []
 
     def flush() -> None:
-        prompts = [it.boxes for it, _ in batch]
-        extra = {"boxes": [None if b is None else [list(x) for x in b] for b in prompts]} if any(
-            b is not None for b in prompts) else {}  # box prompts: exactly those hands (HandOS.records_batch)
-        records = model.records_batch(
-            [img for _, img in batch],
-            cameras=[it.camera for it, _ in batch],
-            files=[it.file for it, _ in batch],
-            include_vertices=include_vertices,
-            **extra,
-        )
-        for rec in records:
-            writer.write(rec)
-            summary.hands += len(rec["hands"])
-        summary.done += len(batch)
+        for (item, _), rec in zip(batch, predict_items(model, batch, include_vertices)):
+            summary.add(item.file, rec, writer)
         if progress:
             progress(len(batch))
         batch.clear()
@@ -99,9 +114,7 @@ def run_images(
         if error is None and item.boxes is not None:
             error = box_error(item, image)
         if error is not None:
-            writer.write_error(item.file, error)
-            summary.failed += 1
-            summary.errors.append(error)
+            summary.add(item.file, error, writer)
             if progress:
                 progress(1)
             continue
