@@ -6,6 +6,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from handos.batch.parallel import IMAGES_PER_PROCESS
 from handos.errors import InputError
 from handos.foundation import RECALL_MODES, RUNTIME_HELP, RUNTIMES
 
@@ -24,7 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="decoder weights: a local path or a Hugging Face Hub repo id")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="image decode threads (0 = decode in the main thread)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="image decode threads of a single process (0 = decode in the main thread); worker processes "
+                        "decode their own images")
+    p.add_argument("--processes", default="auto", metavar="N|auto",
+                   help="CPU only: model replicas in N worker processes, one thread each (torch and LiteRT), which keep "
+                        "every core busy; records are still written in input order. auto (default): one per core when "
+                        f"there are at least {IMAGES_PER_PROCESS} images per core to predict (each start-up, imports "
+                        "and model load, costs ~1.1-1.6 s of both cores), else 1: this process, its decode threads "
+                        "and LiteRT's threads across the cores")
     p.add_argument("--max-hands", type=int, default=None)
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
@@ -70,6 +79,10 @@ def main(argv: list[str]) -> int:
         raise InputError(f"box prompts apply to images without --ray ({prompted[0].file} has boxes)")
     if args.batch_size < 1 or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
+    processes = parse_processes(args.processes)
+    if processes not in (None, 1) and (args.ray or clips):
+        raise InputError(f"--processes {processes} applies to images on this machine's CPU, not to "
+                         f"{'--ray (use --num-actors)' if args.ray else 'clips'}")
     if args.ray:
         from handos.batch.ray import run_ray
 
@@ -82,12 +95,14 @@ def main(argv: list[str]) -> int:
               f"in {summary.seconds:.1f} s with Ray -> {args.out}", file=sys.stderr)
         return 1 if summary.failed else 0
 
-    import handos
+    from handos.device import resolve_device
 
-    model = handos.load(weights=args.weights, device=args.device, recall=args.recall, runtime=args.runtime)
-    if args.max_hands is not None:
-        model.max_hands = args.max_hands
+    device = resolve_device(args.device)
+    if processes not in (None, 1) and device.type != "cpu":
+        raise InputError(f"--processes {processes} runs CPU workers; on {device} one process batches on the GPU: "
+                         "drop --processes (or use --device cpu)")
     if clips:
+        model = load_model(args)
         if len(clips) > 1 and args.video_out:
             raise InputError("--video-out takes one clip; run clips one by one or drop --video-out")
         for clip in clips:
@@ -100,22 +115,58 @@ def main(argv: list[str]) -> int:
 
     from tqdm import tqdm
 
+    from handos.batch.parallel import auto_processes, run_in_processes
     from handos.batch.runner import run_images
+    from handos.batch.workers import WorkerOptions
     from handos.io.records import RecordWriter
 
     writer = RecordWriter(args.out, shard_size=args.shard_size, fmt=args.format, resume=not args.no_resume)
     todo = sum(1 for it in images if it.file not in writer.done)
+    if processes is None:
+        processes = auto_processes(todo) if device.type == "cpu" else 1
+    processes = min(processes, max(1, todo))  # a worker without an image to predict would only cost its start-up
+    model = load_model(args) if processes == 1 else None  # else each worker loads its own
     with tqdm(total=todo, unit="img", disable=args.quiet, desc="predict", dynamic_ncols=True) as bar:
-        summary = run_images(model, images, writer, batch_size=args.batch_size, workers=args.workers,
-                             include_vertices=args.vertices, progress=bar.update)
+        if model is None:
+            options = WorkerOptions(weights=args.weights, recall=args.recall, runtime=args.runtime,
+                                    max_hands=args.max_hands, include_vertices=args.vertices)
+            summary = run_in_processes(images, writer, processes, options, batch_size=args.batch_size,
+                                       progress=bar.update)
+        else:
+            summary = run_images(model, images, writer, batch_size=args.batch_size, workers=args.workers,
+                                 include_vertices=args.vertices, progress=bar.update)
+    how = f" ({summary.processes} processes, {summary.startup_s:.1f} s start-up)" if summary.processes > 1 else ""
     print(f"handos predict: {summary.done} images, {summary.hands} hands, {summary.skipped} already done, "
-          f"{summary.failed} failed, {summary.images_per_s:.1f} img/s -> {args.out}", file=sys.stderr)
+          f"{summary.failed} failed, {summary.images_per_s:.1f} img/s{how} -> {args.out}", file=sys.stderr)
     if summary.failed:
         print(f"handos predict: failures listed in {writer.errors_path} (first: {summary.errors[0]})", file=sys.stderr)
         if summary.done == 0 and len(images) == summary.failed:
             raise InputError(summary.errors[0] if len(images) == 1 else f"none of the {len(images)} inputs could be read")
         return 1
     return 0
+
+
+def parse_processes(value: str) -> int | None:
+    """--processes: "auto" -> None (decided once the images to do are known), else a count >= 1 (InputError)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--processes must be auto or a whole number >= 1, got {value!r}")
+    return n
+
+
+def load_model(args: argparse.Namespace):
+    """The model as predict's options say (weights, device, recall, runtime, max hands)."""
+    import handos
+
+    model = handos.load(weights=args.weights, device=args.device, recall=args.recall, runtime=args.runtime)
+    if args.max_hands is not None:
+        model.max_hands = args.max_hands
+    return model
 
 
 def predict_clip(model, path: str, out: str, camera: dict | None, args: argparse.Namespace) -> ClipSummary:
