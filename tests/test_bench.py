@@ -75,9 +75,23 @@ def test_bench_runtime_option_and_mediapipe_throughput(realdata, tmp_path):
                            "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["runtime"] == {"palm": "torch", "landmark": "torch"}
-    mp = res["mediapipe_throughput_2_processes"]
-    assert mp["processes"] == 2 and mp["images"] == 4 and mp["hands"] == 4 and mp["images_per_s"] > 0
-    assert 0.01 < res["throughput_ratio_handos_over_mediapipe"] < 100
+    mp, ours = res["mediapipe_throughput_2_processes"], res["cpu_throughput_processes"]
+    for side in (mp, ours):  # `handos predict --processes 2` against MediaPipe in two processes, same keys
+        assert side["processes"] == 2 and side["images"] == 4 and side["hands"] == 4 and side["images_per_s"] > 0
+        assert side["startup_s"] > 0 and 0 < side["images_per_s_with_startup"] < side["images_per_s"]
+        assert len(side["rounds_images_per_s"]) == 3
+    for key in ("throughput_ratio_handos_over_mediapipe", "throughput_ratio_with_startup_handos_over_mediapipe",
+                "throughput_ratio_one_process_over_mediapipe"):
+        assert 0.01 < res[key] < 100
+    assert res["cpu_throughput_decode_pool"]["images"] == 4
+
+
+def test_throughput_rounds_give_medians_and_the_spread():
+    rounds = [{"images": 50, "images_per_s": r, "startup_s": s, "images_per_s_with_startup": w}
+              for r, s, w in ((80.0, 1.0, 20.0), (90.0, 3.0, 10.0), (40.0, 2.0, 30.0))]
+    out = bench.median_of_rounds(rounds)
+    assert (out["images_per_s"], out["startup_s"], out["images_per_s_with_startup"]) == (80.0, 2.0, 20.0)
+    assert out["rounds_images_per_s"] == [80.0, 90.0, 40.0] and out["images"] == 50
 
 
 def test_bench_inputs_are_explicit(tmp_path, monkeypatch):

@@ -137,8 +137,17 @@ def time_latency(models: dict, paths: list[str], mediapipe: str | None = None, r
 
 def start_mediapipe(python: str, paths: list[str]) -> subprocess.Popen:
     """MediaPipe Hands under the interpreter `python`, serving timed blocks of `paths`."""
-    proc = subprocess.Popen([python, str(MEDIAPIPE_WORKER), *paths, "--serve"],
+    return await_ready(spawn_mediapipe(python, paths), python)
+
+
+def spawn_mediapipe(python: str, paths: list[str]) -> subprocess.Popen:
+    """Start MediaPipe Hands' server under `python` on `paths` (it says "ready" once loaded and warm)."""
+    return subprocess.Popen([python, str(MEDIAPIPE_WORKER), *paths, "--serve"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def await_ready(proc: subprocess.Popen, python: str) -> subprocess.Popen:
+    """`proc` once it says "ready" (InputError, and the server killed, when it does not)."""
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
         raise InputError(f"MediaPipe did not start under {python} (it needs the mediapipe package: pip install mediapipe)")
@@ -147,10 +156,19 @@ def start_mediapipe(python: str, paths: list[str]) -> subprocess.Popen:
 
 def time_mediapipe_throughput(python: str, paths: list[str], processes: int = 2) -> dict:
     """Images/s of MediaPipe Hands run in `processes` processes at once (each on its share of `paths`, decode
-    included): MediaPipe's way to keep several cores busy, against which `handos predict`'s throughput is set."""
+    included): MediaPipe's way to keep several cores busy, against which `handos predict`'s throughput is set.
+
+    images_per_s: from the first request to the last answer, the servers started and warm; startup_s: starting
+    them all at once until each says ready (interpreter, mediapipe import, graph, a 5-image warm-up);
+    images_per_s_with_startup: the images over both.
+    """
     shares = [paths[i::processes] for i in range(processes)]
-    servers = [start_mediapipe(python, share) for share in shares if share]
+    start = time.perf_counter()
+    servers = [spawn_mediapipe(python, share) for share in shares if share]
     try:
+        for server in servers:
+            await_ready(server, python)
+        startup = time.perf_counter() - start
         start = time.perf_counter()
         for server, share in zip(servers, shares):
             server.stdin.write(f"0 {len(share)}\n")
@@ -159,21 +177,51 @@ def time_mediapipe_throughput(python: str, paths: list[str], processes: int = 2)
         wall = time.perf_counter() - start
     finally:
         for server in servers:
-            server.stdin.close()
+            if server.poll() is None:
+                server.stdin.close()
             server.wait(timeout=60)
-    return {"images": len(paths), "hands": hands, "images_per_s": len(paths) / wall, "processes": len(servers)}
+    return {"images": len(paths), "hands": hands, "images_per_s": len(paths) / wall, "processes": len(servers),
+            "startup_s": startup, "images_per_s_with_startup": len(paths) / (startup + wall)}
 
 
-def time_throughput(model, paths: list[str], batch_size: int, workers: int) -> dict:
-    """Images/s of the streaming runner (decode pool with `workers` threads, 0 = inline decode)."""
+def time_throughput(model, paths: list[str], batch_size: int, workers: int = 2, processes: int = 1,
+                    runtime: str | None = None) -> dict:
+    """Images/s of `handos predict`'s runner: in this process with `model` (decode pool of `workers` threads, 0 =
+    inline decode), or with `processes` > 1 in that many worker processes (`model` unused), keys then as in
+    time_mediapipe_throughput: images_per_s with the workers started and warm (a 5-image batch each first, as
+    MediaPipe's servers warm up), startup_s (start, model loads, that warm-up) and images_per_s_with_startup."""
+    from handos.batch.parallel import run_images_parallel
     from handos.batch.runner import run_images
+    from handos.batch.workers import WorkerOptions, WorkerPool
     from handos.io.manifest import WorkItem
     from handos.io.records import RecordWriter
 
+    items = [WorkItem(p, p) for p in paths]
     with tempfile.TemporaryDirectory() as tmp:
         writer = RecordWriter(os.path.join(tmp, "p.jsonl"))
-        summary = run_images(model, [WorkItem(p, p) for p in paths], writer, batch_size=batch_size, workers=workers)
-    return {"images": summary.done, "images_per_s": summary.images_per_s, "workers": workers, "batch_size": batch_size}
+        if processes <= 1:
+            summary = run_images(model, items, writer, batch_size=batch_size, workers=workers)
+            return {"images": summary.done, "images_per_s": summary.images_per_s, "workers": workers,
+                    "batch_size": batch_size}
+        start = time.perf_counter()
+        with WorkerPool(processes, WorkerOptions(runtime=runtime)) as pool:
+            for _ in pool.run([items[:5]] * processes):  # one warm-up batch per worker
+                pass
+            startup = time.perf_counter() - start
+            summary = run_images_parallel(pool, items, writer, batch_size=batch_size)
+    return {"images": summary.done, "hands": summary.hands, "images_per_s": summary.images_per_s,
+            "processes": processes, "batch_size": batch_size, "startup_s": startup,
+            "images_per_s_with_startup": summary.done / (startup + summary.seconds)}
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One throughput figure from several runs: the first run's counts, medians of the rates and start-up, and
+    every run's images/s (`rounds_images_per_s`, to show the spread)."""
+    out = dict(rounds[0])
+    for key in ("images_per_s", "startup_s", "images_per_s_with_startup"):
+        out[key] = float(np.median([r[key] for r in rounds]))
+    out["rounds_images_per_s"] = [round(r["images_per_s"], 1) for r in rounds]
+    return out
 
 
 def time_ray(paths: list[str], batch_size: int) -> dict:
@@ -188,11 +236,13 @@ def time_ray(paths: list[str], batch_size: int) -> dict:
 
 
 def run_bench(images: str, what: set[str], limit: int = 50, mediapipe: str | None = None, device: str = "auto",
-              threads: int | None = None, one_core: bool = False, batch_size: int = 16, runtime: str = "auto") -> dict:
+              threads: int | None = None, one_core: bool = False, batch_size: int = 16, runtime: str = "auto",
+              throughput_rounds: int = 3) -> dict:
     """Run the chosen measurements (`what` among latency, throughput, ray, video) and return the results.
 
     `mediapipe`: MediaPipe's Python interpreter to time it alongside (None: handos only). `threads`: torch's
     and LiteRT's CPU threads. `runtime`: what runs the foundation's nets on the CPU (handos.load's runtime).
+    `throughput_rounds`: runs of handos' worker processes and of MediaPipe's, alternated (medians reported).
     """
     import platform
 
@@ -226,13 +276,23 @@ def run_bench(images: str, what: set[str], limit: int = 50, mediapipe: str | Non
             results["latency_block_ratios"] = {k: lat[k]["block_ratio"] for k in models}  # paired per block
     if "throughput" in what:
         time_throughput(cpu, paths[: 2 * batch_size], batch_size, workers=0)  # warm-up: traced shapes
-        results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, batch_size, workers=2)
+        results["cpu_throughput_decode_pool"] = time_throughput(cpu, paths, batch_size, workers=2)  # one process
         results["cpu_throughput_inline_decode"] = time_throughput(cpu, paths, batch_size, workers=0)
+        # `handos predict --processes 2` (both cores busy) and MediaPipe in two processes, alternated run by run
+        ours, theirs = [], []
+        for _ in range(throughput_rounds):
+            ours.append(time_throughput(None, paths, batch_size, processes=2, runtime=runtime))
+            if mediapipe:
+                theirs.append(time_mediapipe_throughput(mediapipe, paths, processes=2))
+        results["cpu_throughput_processes"] = median_of_rounds(ours)
         if mediapipe:
-            mp = time_mediapipe_throughput(mediapipe, paths, processes=2)
-            results["mediapipe_throughput_2_processes"] = mp
-            results["throughput_ratio_handos_over_mediapipe"] = (
-                results["cpu_throughput_decode_pool"]["images_per_s"] / mp["images_per_s"])
+            results["mediapipe_throughput_2_processes"] = median_of_rounds(theirs)
+            for key, rate in (("throughput_ratio_handos_over_mediapipe", "images_per_s"),  # warm, as said above
+                              ("throughput_ratio_with_startup_handos_over_mediapipe", "images_per_s_with_startup")):
+                results[key] = float(np.median([a[rate] / b[rate] for a, b in zip(ours, theirs)]))  # paired runs
+            results["throughput_ratio_one_process_over_mediapipe"] = (
+                results["cpu_throughput_decode_pool"]["images_per_s"]
+                / results["mediapipe_throughput_2_processes"]["images_per_s"])
     if "ray" in what:
         results["ray_cpu_throughput"] = time_ray(paths, batch_size)
     if torch.cuda.is_available() and device != "cpu":
