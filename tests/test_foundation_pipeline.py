@@ -14,12 +14,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handos.errors import ConfigError, InputError
 from handos.foundation.anchors import PALM_ANCHOR_OPTIONS, palm_anchors
 from handos.foundation.palm import PalmDetections, decode_detections, letterbox_rois, remove_letterbox, weighted_nms
 from handos.foundation.pipeline import Foundation, FoundationConfig, FoundationOutput, _Images
-from handos.foundation.recall import dedup_hands, recall_views
+from handos.foundation.recall import confirm_recall, dedup_hands, recall_views
 from handos.foundation.roi import (
     crop_affine,
     crop_images,
@@ -31,6 +33,7 @@ from handos.foundation.roi import (
     roi_from_landmarks,
     roi_from_palm,
 )
+from handos.geometry import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 MP_PYTHON = REPO / ".venv-mediapipe" / "bin" / "python"
@@ -474,6 +477,46 @@ def test_dedup_drops_small_and_same_side_overlapping_boosted_hands(textured_imag
     other_side = base.select(torch.tensor([0, 1]))
     other_side.handedness_right = torch.tensor([0.1, 0.9])  # interacting hands: overlap, other handedness -> kept
     assert len(dedup_hands(other_side, f.config, 3)) == 2
+
+
+def test_confirm_recall_shortcut_equals_the_full_check(textured_images):
+    f = _fake_foundation(max_hands=2)
+    one_each = f.detect(textured_images)  # the stand-in finds one hand per image, none boosted
+    assert len(one_each) == len(textured_images) and not one_each.boosted.any()
+    assert confirm_recall(one_each, f.config, 2) is one_each  # nothing to confirm, repeat or cap
+    full = dedup_hands(one_each, f.config, 2)  # what the full check keeps: everything, in order
+    assert torch.equal(full.joints_2d, one_each.joints_2d) and torch.equal(full.image_index, one_each.image_index)
+    # two hands in one image take the full check: the same hand twice is kept once
+    twice = one_each.select(torch.tensor([0, 0, 1]))
+    kept = confirm_recall(twice, f.config, 2)
+    assert kept.image_index.tolist() == [0, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_roi_geometry_is_the_same_on_numpy_and_torch(n, seed):
+    g = np.random.default_rng(seed)
+    joints = g.uniform(-50, 700, (n, 21, 2))
+    boxes = np.sort(g.uniform(0, 640, (n, 2, 2)), axis=1).reshape(n, 4)  # x1 y1 x2 y2
+    palm_kp = g.uniform(0, 640, (n, 7, 2))
+    rois = np.concatenate([g.uniform(0, 640, (n, 2)), g.uniform(20, 400, (n, 1)).repeat(2, 1),
+                           g.uniform(-np.pi, np.pi, (n, 1))], 1)
+    lm = g.uniform(0, 224, (n, 21, 3))
+    t = torch.from_numpy
+    cases = [
+        (roi_from_landmarks(joints), roi_from_landmarks(t(joints))),
+        (roi_from_palm(boxes, palm_kp), roi_from_palm(t(boxes), t(palm_kp))),
+        (crop_affine(rois, 224), crop_affine(t(rois), 224)),
+        (project_landmarks(lm, rois)[0], project_landmarks(t(lm), t(rois))[0]),
+        (project_landmarks(lm, rois)[1], project_landmarks(t(lm), t(rois))[1]),
+        (project_world(lm, rois[:, 4]), project_world(t(lm), t(rois[:, 4]))),
+        (box_iou(boxes, boxes[::-1]), box_iou(t(boxes), t(boxes[::-1].copy()))),
+    ]
+    for on_numpy, on_torch in cases:
+        assert isinstance(on_numpy, np.ndarray) and isinstance(on_torch, torch.Tensor)
+        np.testing.assert_allclose(on_numpy, on_torch.numpy(), rtol=1e-12, atol=1e-9)
+    iou32 = box_iou(boxes.astype(np.float32), boxes.astype(np.float32))  # float32 stays float32 (the NMS)
+    assert iou32.dtype == np.float32 and np.allclose(np.diag(iou32), 1.0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- real weights, real images
