@@ -14,12 +14,16 @@ from handos.model.decoder import (
     DecoderConfig,
     DecoderInput,
     HandOSDecoder,
+    attention_bias,
     decoder_inputs_from_foundation,
     hierarchical_mask,
     load_decoder,
+    pre_norm_block,
+    rotation_z,
     save_decoder,
+    transformer_layer,
 )
-from handos.model.geometry import landmark_roi
+from handos.model.geometry import landmark_roi, rotate_z
 
 TINY = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coarse=32)
 
@@ -224,3 +228,114 @@ def test_joints_3d_switch_reports_the_direct_head(hand_model, batch):
     assert torch.allclose(b.joints_3d[:, 0], torch.zeros(len(batch), 3), atol=1e-6)
     with pytest.raises(ConfigError):
         DecoderConfig(joints_3d="vertices")
+
+
+def assert_close_rel(new: torch.Tensor, ref: torch.Tensor, rel: float = 1e-5, floor: float = 1e-6) -> None:
+    """|new - ref| <= rel * max(max|ref|, floor) everywhere (float rounding, not a change of maths)."""
+    assert new.shape == ref.shape
+    new, ref = new.detach().double(), ref.detach().double()
+    scale = float(ref.abs().max()) if ref.numel() else 1.0
+    err = float((new - ref).abs().max()) if ref.numel() else 0.0
+    assert err <= rel * max(scale, floor), (err, scale)
+
+
+def test_pre_norm_block_is_the_torch_layer():
+    """pre_norm_block runs an nn.TransformerEncoderLayer's maths: outputs and gradients, with and without a mask."""
+    torch.manual_seed(0)
+    layer = transformer_layer(TINY)
+    x, grad_out = torch.randn(3, 12, TINY.d_model), torch.randn(3, 12, TINY.d_model)
+    mask = hierarchical_mask(5, 6)
+    for m, bias in ((None, None), (mask, attention_bias(mask))):
+        layer.eval()
+        with torch.no_grad():  # torch's fused fast path
+            assert_close_rel(pre_norm_block(layer, x, bias), layer(x, src_mask=m))
+        layer.train()  # torch's plain path (dropout 0): same outputs and the same gradients
+        grads = []
+        for ours in (True, False):
+            xx = x.clone().requires_grad_()
+            out = pre_norm_block(layer, xx, bias) if ours else layer(xx, src_mask=m)
+            grads.append((out, *torch.autograd.grad((out * grad_out).sum(), [xx, *layer.parameters()])))
+        for a, b in zip(*grads):
+            assert_close_rel(a, b)
+
+
+def test_attention_bias_blocks_what_the_mask_blocks():
+    mask = hierarchical_mask(21, 10)
+    bias = attention_bias(mask)
+    assert torch.equal(torch.isinf(bias), mask) and (bias[~mask] == 0).all()
+
+
+def test_rotation_z_is_rot2d_in_the_image_plane():
+    angle = torch.tensor([0.0, 0.3, -2.0, 3.1])
+    pts = torch.randn(4, 7, 3)
+    assert torch.allclose(pts @ rotation_z(angle).mT, rotate_z(pts, angle), atol=1e-6)
+
+
+@pytest.mark.parametrize("joints_3d", ["mesh", "direct"])
+def test_forward_matches_the_reference_maths(decoder, batch, joints_3d):
+    """The decoder (one attention path, folded constants) gives the reference forward's numbers (torch's layers)."""
+    from decoder_reference import decoder_forward
+
+    dec = HandOSDecoder(DecoderConfig(**{**TINY.__dict__, "joints_3d": joints_3d}), mesh_state=decoder.state_dict())
+    dec.load_state_dict(decoder.state_dict())
+    dec.eval()
+    with torch.no_grad():
+        new, ref = dec(batch), decoder_forward(dec, batch)
+    for name in ("joints_2d", "joints_2d_score", "vertices", "joints_3d", "cam_t", "handedness_score"):
+        assert_close_rel(getattr(new, name), getattr(ref, name))
+    assert torch.equal(new.is_left, ref.is_left)
+    for name in ("joints_3d_aux", "joints_3d_mesh", "coarse", "roi", "u_ref", "log_s"):
+        assert_close_rel(new.aux[name], ref.aux[name])
+
+
+def test_shipped_decoder_matches_the_reference_maths(batch):
+    from decoder_reference import decoder_forward
+
+    dec = load_decoder()
+    with torch.no_grad():
+        new, ref = dec(batch), decoder_forward(dec, batch)
+    for name in ("joints_2d", "joints_2d_score", "vertices", "joints_3d", "cam_t", "handedness_score"):
+        assert_close_rel(getattr(new, name), getattr(ref, name))
+    assert torch.equal(new.is_left, ref.is_left)
+
+
+def test_gradients_match_the_reference_maths(decoder, batch):
+    """Training sees the same loss gradients as through torch's layers (train mode, dropout 0)."""
+    from decoder_reference import decoder_forward
+
+    grads = []
+    decoder.train()
+    try:
+        for run in (decoder, lambda inp: decoder_forward(decoder, inp)):
+            out = run(batch)
+            loss = out.vertices.square().sum() + out.joints_2d.square().mean() + out.cam_t.sum() + out.aux["log_s"].sum()
+            grads.append(torch.autograd.grad(loss, [p for p in decoder.parameters() if p.requires_grad]))
+    finally:
+        decoder.eval()
+    for a, b in zip(*grads):  # (the head biases' true gradients are 0: root-relative outputs; floor at 1)
+        assert_close_rel(a, b, 1e-4, floor=1.0)
+
+
+@pytest.mark.parametrize("skinned", [True, False])
+def test_decode_step_matches_the_reference_maths(batch, hand_model, skinned):
+    """The pipeline's decode step (traced at <= 4 hands, eager above) gives the reference maths' outputs."""
+    from decoder_reference import decode_step
+
+    from handos.model.pipeline import DecodeStep
+
+    dec = load_decoder()
+    template = (hand_model.rest_vertices.float(), hand_model.rest_joints.float(), hand_model.skin_weights.float())
+    step = DecodeStep(dec, template if skinned else None, fit_camera=True)
+    many = DecoderInput(*(torch.cat([v, v.flip(0)]) for v in (batch.joints_2d, batch.joints_z, batch.joint_conf,
+                                                               batch.camera, batch.world)))
+    with torch.no_grad():
+        for n in (1, 2, len(many)):
+            sub = DecoderInput(many.joints_2d[:n], many.joints_z[:n], many.joint_conf[:n], many.camera[:n],
+                               many.world[:n])
+            new, ref = step.infer(sub), decode_step(dec, template if skinned else None, sub)
+            for a, b in zip(new, ref):
+                if a.dtype == torch.bool:
+                    assert torch.equal(a, b)
+                else:
+                    assert a.dtype == b.dtype
+                    assert_close_rel(a, b)

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from handos.config import check_keys
 from handos.errors import ConfigError, ModelError
 from handos.hand.skeleton import NUM_JOINTS, PARENTS, chirality
-from handos.model.geometry import from_roi_frame, landmark_roi, rotate_z, to_roi_frame
+from handos.model.geometry import landmark_roi
 from handos.model.mesh import farthest_point_sampling, upsampling_matrix
 from handos.weights import WEIGHTS_DIR
 
@@ -146,15 +147,38 @@ def wrist_joint_map(shift: tuple[float, float, float]) -> torch.Tensor:
     return m
 
 
+def rotation_z(angle: torch.Tensor) -> torch.Tensor:
+    """(…,3,3) rotations by angle (…,) about the camera's z axis: handos.geometry.rot2d in the image plane."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).unflatten(-1, (3, 3))
+
+
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     """Two-layer GELU MLP."""
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
 def transformer_layer(cfg: DecoderConfig) -> nn.TransformerEncoderLayer:
-    """A pre-norm self-attention block."""
+    """A pre-norm self-attention block's weights (run by `pre_norm_block`)."""
     return nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, int(cfg.d_model * cfg.mlp_ratio), cfg.dropout,
                                       activation="gelu", batch_first=True, norm_first=True)
+
+
+def pre_norm_block(layer: nn.TransformerEncoderLayer, x: torch.Tensor,
+                   attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N,T,d) through `layer` (norm_first, gelu, batch_first) with an additive attention mask (T,T) or None.
+
+    The same maths as layer(x, src_mask=...) (dropout included), written out so one code path serves training
+    and inference: the module's fused fast path turns a mask into a slow masked softmax on the CPU.
+    """
+    attn = layer.self_attn
+    qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)  # (N,T,3d)
+    q, k, v = qkv.unflatten(-1, (3, attn.num_heads, attn.head_dim)).permute(2, 0, 3, 1, 4).unbind()  # (N,h,T,d/h)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=attn.dropout if layer.training else 0.0)
+    a = a.transpose(1, 2).flatten(2)  # (N,T,d) heads side by side
+    x = x + layer.dropout1(attn.out_proj(a))
+    return x + layer.dropout2(layer.linear2(layer.dropout(F.gelu(layer.linear1(layer.norm2(x))))))
 
 
 def hierarchical_mask(n_joints: int, n_verts: int) -> torch.Tensor:
@@ -163,6 +187,11 @@ def hierarchical_mask(n_joints: int, n_verts: int) -> torch.Tensor:
     mask = torch.zeros(t, t, dtype=torch.bool)
     mask[:-1, -1] = True  # no joint/vertex query reads the camera query
     return mask
+
+
+def attention_bias(mask: torch.Tensor) -> torch.Tensor:
+    """(T,T) additive attention mask from a bool one (True = blocked): 0 where allowed, -inf where blocked."""
+    return torch.zeros(mask.shape).masked_fill(mask, float("-inf"))
 
 
 class HandOSDecoder(nn.Module):
@@ -196,7 +225,7 @@ class HandOSDecoder(nn.Module):
         self.vertex_embed = nn.Parameter(torch.randn(n_c + 1, d) * 0.02)
         self.template_embed = nn.Linear(3, d)
         self.layers_3d = nn.ModuleList(transformer_layer(cfg) for _ in range(cfg.n_layers_3d))
-        self.register_buffer("attn_mask", hierarchical_mask(NUM_JOINTS, n_c), persistent=False)
+        self.register_buffer("attn_bias", attention_bias(hierarchical_mask(NUM_JOINTS, n_c)), persistent=False)
         self.register_buffer("joint_map", wrist_joint_map(cfg.wrist_shift), persistent=False)
         self.norm_3d = nn.LayerNorm(d)
         self.head_vertex = nn.Linear(d, 3)
@@ -243,54 +272,53 @@ class HandOSDecoder(nn.Module):
         """Decode N hands; see DecoderOutput for shapes."""
         cfg = self.config
         j2d, cam = inp.joints_2d, inp.camera
-        n = j2d.shape[0]
+        n, nj = j2d.shape[0], NUM_JOINTS
         roi = landmark_roi(j2d).detach()  # (N,5) square ROI from the landmarks themselves
-        size, rot = roi[:, 2], roi[:, 4]
-        focal = cam[:, :2].mean(-1)  # (N,)
-        u = to_roi_frame(j2d, roi)  # (N,21,2)
-        z = (inp.joints_z - inp.joints_z[:, :1]) / size[:, None]  # (N,21)
-        ev = [u, z[..., None], inp.joint_conf[..., None]]
-        inst = [torch.log(size / focal)[:, None] + 2.5]
-        ray = torch.cat([(roi[:, :2] - cam[:, 2:]) / cam[:, :2], torch.ones_like(size)[:, None]], -1)  # (N,3)
-        ray = rotate_z(ray[:, None], -rot)[:, 0]  # viewing direction in the ROI frame
-        inst += [ray[:, :2], inp.joint_conf.mean(-1, keepdim=True), u.flatten(1), z, inp.joint_conf]
+        centre, size = roi[:, None, :2], roi[:, 2:3]  # (N,1,2) px, (N,1) px
+        rot = rotation_z(roi[..., 4])  # (N,3,3) ROI frame -> camera axes; points (row vectors) @ rot: into the ROI frame
+        r2 = rot[..., :2, :2]  # (N,2,2) the same in the image plane
+        focal = cam[..., :2].mean(-1, keepdim=True)  # (N,1)
+        pp, f2 = cam[:, None, 2:], cam[:, None, :2]  # (N,1,2) principal point, focal lengths
+        u = (j2d - centre) @ r2 / size[..., None]  # (N,21,2) ROI frame
+        z = (inp.joints_z - inp.joints_z[..., :1]) / size  # (N,21)
+        conf = inp.joint_conf  # (N,21)
+        ray = (centre - pp) / f2 @ r2  # (N,1,2) viewing direction (x, y; z = 1) in the ROI frame
+        ev = [u, z[..., None], conf[..., None]]
+        inst = [torch.log(size / focal) + 2.5, ray.flatten(1), conf.mean(-1, keepdim=True), u.flatten(1), z, conf]
         if cfg.use_world:
-            world = inp.world if inp.world is not None else torch.zeros(n, NUM_JOINTS, 3, device=j2d.device)
-            w = rotate_z(world - world[:, :1], -rot) / WORLD_UNIT_M  # (N,21,3)
+            world = inp.world if inp.world is not None else torch.zeros(n, nj, 3, device=j2d.device)
+            w = (world - world[:, :1]) @ rot / WORLD_UNIT_M  # (N,21,3) ROI frame
             ev.append(w)
             inst.append(w.flatten(1))
         x = self.evidence(torch.cat(ev, -1)) + self.joint_embed + self.instance(torch.cat(inst, -1))[:, None]
         for layer in self.layers_2d:
-            x = layer(x)  # (N,21,d)
+            x = pre_norm_block(layer, x)  # (N,21,d)
         h2 = self.head_2d(self.norm_2d(x))  # (N,21,3)
         u_ref = u + h2[..., :2]
         x = x + self.refined_embed(u_ref)
-        # lifting: (V'+1) x 21 matrix over joint queries
-        q = torch.einsum("vj,njd->nvd", self.lifting, x) + self.vertex_embed
-        q[:, :-1] = q[:, :-1] + self.template_embed(self.template[self.coarse_idx] / WORLD_UNIT_M)
-        t = torch.cat([x, q], 1)  # (N,21+V'+1,d)
+        # lifting: (V'+1) x 21 matrix over joint queries, plus per-query embeddings (the camera query has no template)
+        prior = self.vertex_embed + F.pad(self.template_embed(self.template[self.coarse_idx] / WORLD_UNIT_M), (0, 0, 0, 1))
+        t = torch.cat([x, self.lifting @ x + prior], 1)  # (N,21+V'+1,d)
         for layer in self.layers_3d:
-            t = layer(t, src_mask=self.attn_mask)
-        t = self.norm_3d(t)
-        nj = NUM_JOINTS
+            t = pre_norm_block(layer, t, self.attn_bias)
+        t_joint, t_vert, t_cam = self.norm_3d(t).split([nj, t.shape[1] - nj - 1, 1], 1)
         # 3D joints straight from the joint queries (auxiliary), then vertices = skinning-weighted
         # blend of those joints (the lifting prior) + a per-vertex offset read off the vertex queries
-        joints_aux = self.head_joint3d(t[:, :nj]) * WORLD_UNIT_M  # (N,21,3) m, ROI frame
+        joints_aux = self.head_joint3d(t_joint) * WORLD_UNIT_M  # (N,21,3) m, ROI frame
         joints_aux = joints_aux - joints_aux[:, :1]
-        base = torch.einsum("vj,njd->nvd", self.coarse_blend, joints_aux)  # (N,V',3)
-        coarse = base + self.head_vertex(t[:, nj:-1]) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
-        verts = torch.einsum("vc,ncd->nvd", self.upsample, coarse)  # (N,V,3)
-        joints = torch.einsum("jv,nvd->njd", self.joint_regressor, verts)
-        joints = torch.einsum("jk,nkd->njd", self.joint_map, joints)  # output joint convention
+        coarse = self.coarse_blend @ joints_aux + self.head_vertex(t_vert) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
+        # the mesh's joints in the output convention: joint map @ regressor @ upsampling, one (21,V') matrix
+        joints = (self.joint_map @ self.joint_regressor @ self.upsample) @ coarse  # (N,21,3)
         root = joints[:, :1]
-        verts, joints = rotate_z(verts - root, rot), rotate_z(joints - root, rot)
-        joints_aux = rotate_z(joints_aux, rot)
+        # full mesh, root-relative, in camera axes; vertices last ((3,V') @ (V',V) is the fast way round for BLAS)
+        verts = (rot @ (coarse.mT @ self.upsample.mT - root.mT)).mT.contiguous()  # (N,V,3)
+        back = rot.mT  # (N,3,3) ROI frame -> camera axes for row vectors
+        joints, joints_aux = (joints - root) @ back, joints_aux @ back
         # camera: depth from the ROI size and focal, wrist xy back-projected from the refined 2D wrist
-        log_s = self.head_camera(t[:, -1])[:, 0]
-        tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3)) / size
-        j2d_ref = from_roi_frame(u_ref, roi)
-        txy = (j2d_ref[:, 0] - cam[:, 2:]) / cam[:, :2] * tz[:, None]
-        cam_t = torch.cat([txy, tz[:, None]], -1)
+        log_s = self.head_camera(t_cam).flatten()  # (N,)
+        tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3))[:, None] / size  # (N,1)
+        j2d_ref = u_ref * size[..., None] @ r2.mT + centre  # (N,21,2) px
+        cam_t = torch.cat([(j2d_ref[:, :1] - pp) / f2 * tz[..., None], tz[..., None]], -1).flatten(1)  # (N,3)
         chi = chirality(joints, soft=True)
         return DecoderOutput(
             joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts,
