@@ -13,14 +13,14 @@ def fit_translation(joints_rr: torch.Tensor, keypoints: torch.Tensor, weights: t
     joints_rr (N,21,3) m root-relative; keypoints (N,21,2) px; weights (N,21) >= 0; camera (N,4) [fx,fy,cx,cy];
     prior_t (N,3) m. Linear in t: (u - cx)(Z + tz) = fx (X + tx) and the same for v, solved per hand.
     """
+    if not fit_depth:  # per joint: tx = (u - cx) (Z + tz) / fx - X, the same for y; weighted mean over joints
+        w = weights.clamp(min=0)[..., None] + 1e-9  # (N,21,1)
+        depth = joints_rr[..., 2:] + prior_t[:, None, 2:]  # (N,21,1)
+        cam = camera[:, None]  # (N,1,4)
+        txy = (w * ((keypoints - cam[..., 2:]) * depth / cam[..., :2] - joints_rr[..., :2])).sum(1) / w.sum(1)  # (N,2)
+        return torch.cat([txy, prior_t[..., 2:]], -1)
     fx, fy, cx, cy = camera.unbind(-1)  # (N,)
     X, Y, Z = joints_rr.unbind(-1)  # (N,21)
-    if not fit_depth:
-        depth = Z + prior_t[:, 2:3]  # (N,21)
-        w = weights.clamp(min=0) + 1e-9
-        tx = (w * ((keypoints[..., 0] - cx[:, None]) * depth / fx[:, None] - X)).sum(1) / w.sum(1)
-        ty = (w * ((keypoints[..., 1] - cy[:, None]) * depth / fy[:, None] - Y)).sum(1) / w.sum(1)
-        return torch.stack([tx, ty, prior_t[:, 2]], -1)
     du = keypoints[..., 0] - cx[:, None]  # (N,21)
     dv = keypoints[..., 1] - cy[:, None]
     zeros = torch.zeros_like(du)

@@ -309,8 +309,11 @@ class DecodeStep(torch.nn.Module):
         self.fit_camera = fit_camera
         self.skinned = template is not None
         if template is not None:  # our hand model's rest mesh, joints and skinning weights (right hand)
-            for name, t in zip(("rest_vertices", "rest_joints", "skin_weights"), template):
-                self.register_buffer(name, t.to(decoder.template.device), persistent=False)
+            from handos.model.skinned_mesh import skinning_basis
+
+            rest_vertices, rest_joints, skin_weights = (t.to(decoder.template.device) for t in template)
+            self.register_buffer("rest_joints", rest_joints, persistent=False)
+            self.register_buffer("skin_basis", skinning_basis(rest_vertices, rest_joints, skin_weights), persistent=False)
 
     def forward(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
                 world: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -320,17 +323,14 @@ class DecodeStep(torch.nn.Module):
         from handos.model.skinned_mesh import skin_to_joints
 
         dec = self.decoder(DecoderInput(joints_2d, joints_z, joint_conf, camera, world))
-        cam_t = dec.cam_t
+        joints, cam_t = dec.joints_3d, dec.cam_t
         if self.fit_camera:  # slide each hand (x, y) so its 3D joints reproject onto its refined 2D joints
-            cam_t = fit_translation(dec.joints_3d.double(), dec.joints_2d.double(), dec.joints_2d_score.double(),
-                                    camera.double(), cam_t.double(), fit_depth=False).to(cam_t.dtype)
-        verts = dec.vertices.float()
+            cam_t = fit_translation(joints, dec.joints_2d, dec.joints_2d_score, camera, cam_t, fit_depth=False)
+        verts = dec.vertices
         if self.skinned:  # our hand model skinned to the predicted joints
-            verts = skin_to_joints(dec.joints_3d.float(), self.rest_vertices, self.rest_joints, self.skin_weights,
-                                   dec.is_left)
-        t = cam_t[:, None].float()
-        return (dec.joints_2d.float(), dec.joints_2d_score.float(), dec.joints_3d.float() + t, cam_t.float(),
-                verts + t, dec.is_left, dec.handedness_score.float())
+            verts = skin_to_joints(joints, self.rest_joints, self.skin_basis, dec.is_left)
+        t = cam_t[:, None]
+        return dec.joints_2d, dec.joints_2d_score, joints + t, cam_t, verts + t, dec.is_left, dec.handedness_score
 
     def infer(self, inp) -> tuple[torch.Tensor, ...]:
         """forward on a DecoderInput; on the CPU without grad, for up to `TRACED_HANDS` hands, a TorchScript

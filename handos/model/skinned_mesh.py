@@ -3,67 +3,93 @@
 The shipped decoder predicts 64 coarse vertices upsampled to the full mesh, which keeps the hand's pose but
 flattens finger tubes. Skinning the template to the decoder's own 3D joints gives a mesh that agrees with
 those joints and looks like a hand. Pure geometry, vectorised over hands and bones.
+
+Bones: the palm (a rigid fit to the wrist and finger bases) and the 15 finger segments (joint j -> j+1,
+j % 4 != 0). Each joint's skinning weight column moves with the bone leaving it, a tip's with its parent's
+segment. Everything that depends only on the template is folded into one basis (`skinning_basis`), so posing
+is a handful of small ops per hand and one (3, K) @ (K, V) product.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 PALM = (0, 5, 9, 13, 17)  # wrist and the four finger bases: the rigid palm
 SEGMENTS = tuple(j for j in range(1, 21) if j % 4 != 0)  # joints whose bone goes to child j+1
 TIPS = (4, 8, 12, 16, 20)
+NUM_BONES = 1 + len(SEGMENTS)  # bone 0 = palm, bone 1 + s = segment s
+# the bone that moves each joint's skinning weight column: the wrist the palm, a tip its parent's segment
+BONE_OF_JOINT = tuple(0 if j == 0 else 1 + SEGMENTS.index(j - 1 if j in TIPS else j) for j in range(21))
+# (15, 21) rows joint j+1 - joint j for j in SEGMENTS: bone vectors as one product (exact: one +1 and one -1 a row)
+BONE_VECTORS = tuple(tuple(float(k == j + 1) - float(k == j) for k in range(21)) for j in SEGMENTS)
+# the Levi-Civita symbol as a (3, 9) map: v @ SKEW_MAP is the cross-product matrix [v]x, flattened row by row
+SKEW_MAP = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))
+MIRROR_X = (-1.0, 1.0, 1.0)  # left hands <-> right-hand space
+
+
+def det3(m: torch.Tensor) -> torch.Tensor:
+    """Determinants (…,) of 3x3 matrices (…,3,3): the triple product of their rows."""
+    r0, r1, r2 = m.unbind(-2)
+    return (r0 * torch.linalg.cross(r1, r2)).sum(-1)
 
 
 def kabsch(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation R (N,3,3) and translation t (N,3) with dst ~ R src + t; src (K,3), dst (N,K,3)."""
-    mu_s, mu_d = src.mean(0), dst.mean(1)  # (3,), (N,3)
-    h = torch.einsum("ki,nkj->nij", src - mu_s, dst - mu_d[:, None])  # (N,3,3)
-    u, _, vt = torch.linalg.svd(h)
-    d = torch.sign(torch.linalg.det(vt.transpose(1, 2) @ u.transpose(1, 2)))
-    fix = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    rot = vt.transpose(1, 2) @ fix @ u.transpose(1, 2)
-    return rot, mu_d - torch.einsum("nij,j->ni", rot, mu_s)
+    """Rotation R (N,3,3) and translation t (N,1,3) with dst ~ src @ R^T + t (row vectors); src (K,3), dst (N,K,3)."""
+    mu_s, mu_d = src.mean(0, keepdim=True), dst.mean(1, keepdim=True)  # (1,3), (N,1,3)
+    u, _, vt = torch.linalg.svd((src - mu_s).T @ (dst - mu_d))  # of the (N,3,3) cross-covariance
+    v, ut = vt.mT, u.mT
+    flip = F.pad(torch.sign(det3(v @ ut)).unsqueeze(-1), (2, 0), value=1.0)  # (N,3) [1, 1, ±1]: no reflection
+    rot = v * flip.unsqueeze(1) @ ut
+    return rot, mu_d - mu_s @ rot.mT
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrices [v]x (…,3,3) of vectors v (…,3): [v]x w = v x w."""
+    return (v @ v.new_tensor(SKEW_MAP)).unflatten(-1, (3, 3))
 
 
 def align_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Smallest rotation (…,3,3) turning unit vectors a (…,3) onto unit vectors b (…,3)."""
-    v = torch.cross(a, b, dim=-1)
-    c = (a * b).sum(-1).clamp(min=-1 + 1e-6)
-    zero = torch.zeros_like(c)
-    vx = torch.stack([torch.stack([zero, -v[..., 2], v[..., 1]], -1),
-                      torch.stack([v[..., 2], zero, -v[..., 0]], -1),
-                      torch.stack([-v[..., 1], v[..., 0], zero], -1)], -2)
-    eye = torch.eye(3, dtype=a.dtype, device=a.device).expand(vx.shape)
-    return eye + vx + vx @ vx / (1 + c)[..., None, None]
+    """Smallest rotation (…,3,3) turning unit vectors a (…,3) onto unit vectors b (…,3): I + [v]x + [v]x^2 / (1 + c)."""
+    vx = skew(torch.linalg.cross(a, b))  # v = a x b, |v| = sin
+    c = (a * b).sum(-1, keepdim=True).clamp(min=-1 + 1e-6)  # (…,1) cos
+    return torch.eye(3, dtype=a.dtype, device=a.device) + vx + vx @ vx / (1 + c).unsqueeze(-1)
 
 
-def skin_to_joints(joints: torch.Tensor, rest_vertices: torch.Tensor, rest_joints: torch.Tensor,
-                   skin_weights: torch.Tensor, is_left: torch.Tensor) -> torch.Tensor:
+def bone_directions(joints: torch.Tensor) -> torch.Tensor:
+    """Unit vectors (…,15,3) along the finger segments (in SEGMENTS order) of joints (…,21,3)."""
+    bones = joints.new_tensor(BONE_VECTORS) @ joints  # (…,15,3)
+    return bones / bones.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # as F.normalize
+
+
+def skinning_basis(rest_vertices: torch.Tensor, rest_joints: torch.Tensor, skin_weights: torch.Tensor) -> torch.Tensor:
+    """(K, V) basis, K = 3*NUM_BONES + 21: posed vertices (V,3) = (P^T @ basis)^T for the pose parameters P (K,3).
+
+    P stacks each bone's rotation R_b transposed (3 rows a bone) and each joint's anchor (21 rows). Linear blend
+    skinning moves a vertex v by joint j's weight column to R_bone(j) (v - rest_j) + anchor_j; the rest-pose
+    offsets are summed per bone here, once per template (rest_vertices (V,3), rest_joints (21,3), weights (V,21)).
+    Vertices come last: (3, K) @ (K, V) runs several times faster than (V, K) @ (K, 3) on the CPU (BLAS, small N).
+    """
+    bone = F.one_hot(torch.tensor(BONE_OF_JOINT, device=skin_weights.device), NUM_BONES).to(skin_weights.dtype)  # (21,B)
+    offsets = skin_weights[..., None] * (rest_vertices[:, None] - rest_joints)  # (V,21,3)
+    per_bone = torch.einsum("vjc,jb->bcv", offsets, bone)  # (B,3,V)
+    return torch.cat([per_bone.flatten(0, 1), skin_weights.T], 0).contiguous()
+
+
+def skin_to_joints(joints: torch.Tensor, rest_joints: torch.Tensor, basis: torch.Tensor,
+                   is_left: torch.Tensor) -> torch.Tensor:
     """Template vertices (N,V,3) posed so each bone follows joints (N,21,3); left hands come out mirrored.
 
-    rest_* are the right hand's template (V,3)/(21,3) and skin_weights (V,21) (column j moves with the bone
-    leaving joint j; tips share their parent's rotation). Palm: rigid fit to the wrist and finger bases.
+    rest_joints (21,3) are the right hand's template joints, basis = skinning_basis(template) (K, V).
+    Palm: rigid fit to the wrist and finger bases; each finger segment: the palm's rotation, then the smallest
+    rotation turning its rest direction onto the predicted one; anchors: the joints themselves (wrist: the fit).
     """
-    dtype = rest_vertices.dtype
-    flip = torch.where(is_left, -1.0, 1.0).to(dtype)[:, None, None]  # mirror left hands into right-hand space
-    target = joints.to(dtype) * torch.cat([flip, torch.ones_like(flip), torch.ones_like(flip)], -1)
-    n = target.shape[0]
-    palm = list(PALM)
-    r0, t0 = kabsch(rest_joints[palm], target[:, palm])  # (N,3,3), (N,3)
-    rot = r0[:, None].repeat(1, 21, 1, 1)  # (N,21,3,3)
-    anchor = torch.einsum("nij,kj->nki", r0, rest_joints) + t0[:, None]  # (N,21,3) rigid palm placement
-    seg = torch.tensor(SEGMENTS, device=joints.device)
-    rest_dir = torch.nn.functional.normalize(rest_joints[seg + 1] - rest_joints[seg], dim=-1)  # (S,3)
-    rest_dir = torch.einsum("nij,sj->nsi", r0, rest_dir)  # after the palm rotation
-    pred_dir = torch.nn.functional.normalize(target[:, seg + 1] - target[:, seg], dim=-1)  # (N,S,3)
-    rot[:, seg] = align_rotation(rest_dir, pred_dir) @ r0[:, None]
-    anchor[:, seg] = target[:, seg]
-    tips = torch.tensor(TIPS, device=joints.device)
-    rot[:, tips] = rot[:, tips - 1]
-    anchor[:, tips] = target[:, tips]
-    # linear blend skinning: bone j moves a vertex v to rot_j (v - rest_j) + anchor_j; blending the (3x4)
-    # transforms by the weights first (N,V,12) costs V x 21 x 12 instead of posing every vertex by every bone
-    offset = anchor - torch.einsum("njab,jb->nja", rot, rest_joints)  # (N,21,3)
-    bones = torch.cat([rot.reshape(n, 21, 9), offset], -1)  # (N,21,12)
-    blended = torch.einsum("vj,njk->nvk", skin_weights, bones)  # (N,V,12)
-    verts = torch.einsum("nvab,vb->nva", blended[..., :9].reshape(n, -1, 3, 3), rest_vertices) + blended[..., 9:]
-    return verts * torch.cat([flip, torch.ones_like(flip), torch.ones_like(flip)], -1)
+    n = joints.shape[0]
+    mirror = torch.where(is_left.view(-1, 1, 1), joints.new_tensor(MIRROR_X), 1.0)  # (N,1,3)
+    target = joints * mirror  # left hands into right-hand space
+    r0, t0 = kabsch(rest_joints[list(PALM)], target[:, list(PALM)])  # (N,3,3), (N,1,3)
+    r0t = r0.mT
+    rest_dir = bone_directions(rest_joints) @ r0t  # (N,15,3) after the palm rotation
+    rot = align_rotation(rest_dir, bone_directions(target)) @ r0.unsqueeze(1)  # (N,15,3,3)
+    # pose parameters P (N,K,3): rotations transposed (palm, segments), anchors (wrist: the rigid palm's), mirrored back
+    params = torch.cat([r0t, rot.mT.reshape(n, -1, 3), rest_joints[:1] @ r0t + t0, target.narrow(1, 1, 20)], 1) * mirror
+    return (params.mT.reshape(n * 3, -1) @ basis).view(n, 3, -1).mT.contiguous()  # (N*3,K) @ (K,V) -> (N,V,3)
