@@ -339,3 +339,17 @@ def test_decode_step_matches_the_reference_maths(batch, hand_model, skinned):
                 else:
                     assert a.dtype == b.dtype
                     assert_close_rel(a, b)
+
+
+def test_infer_runs_in_inference_mode_only_without_grad(decoder, batch, hand_model):
+    """Without grad the step skips autograd's per-op bookkeeping (inference tensors out); with grad it is forward."""
+    from handos.model.pipeline import DecodeStep
+
+    template = (hand_model.rest_vertices.float(), hand_model.rest_joints.float(), hand_model.skin_weights.float())
+    step = DecodeStep(decoder, template, fit_camera=True)
+    with torch.no_grad():
+        assert all(t.is_inference() for t in step.infer(batch))  # eager: 5 hands > TRACED_HANDS
+        assert all(t.is_inference() for t in step.infer(DecoderInput(*(v[:1] for v in (
+            batch.joints_2d, batch.joints_z, batch.joint_conf, batch.camera, batch.world)))))  # traced
+    out = step.infer(batch)
+    assert not out[4].is_inference() and out[4].requires_grad
