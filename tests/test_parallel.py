@@ -66,9 +66,11 @@ def test_job_plan_keeps_batches_and_splits_the_last_round():
 
 
 def test_auto_is_one_process_per_core_for_enough_images():
-    assert auto_processes(10_000, cores=2) == 2 and auto_processes(10_000, cores=1) == 1
-    assert auto_processes(3, cores=2) == 1  # starting workers costs more than they give
-    assert auto_processes(0, cores=8) == 1
+    gb = 1 << 30
+    assert auto_processes(10_000, cores=2, memory=8 * gb) == 2 and auto_processes(10_000, cores=1, memory=8 * gb) == 1
+    assert auto_processes(100, cores=2, memory=8 * gb) == 1  # starting workers costs more than they give
+    assert auto_processes(0, cores=8, memory=8 * gb) == 1
+    assert auto_processes(100_000, cores=64, memory=2 * gb) == 4  # no more workers than the memory holds
 
 
 def test_workers_run_on_one_thread(pool):

@@ -11,9 +11,13 @@ from handos.batch.workers import Outcome, WorkerError, WorkerOptions, WorkerPool
 from handos.io.manifest import WorkItem
 from handos.io.records import RecordWriter
 
-IMAGES_PER_PROCESS = 50  # "auto" starts N processes only for at least N x this many images to predict
-# why: each worker's start-up (spawn, import torch, load the model) took 1.1-1.6 s with both starting at once on
-# the 2-core VM, which one process predicting on both cores (~60 images/s) spends on ~50-80 images
+IMAGES_PER_PROCESS = 300  # "auto" starts N workers only for at least N x this many images to predict
+# why (2-core VM, ge2019 images, `handos predict` end to end, runs alternated): the workers' start-up (spawn, import
+# torch, load the model; both at once) took 1.3-1.5 s on idle cores (2.6-4 s while another job ran), ~1.1 s more
+# than this process's own model load; then 2 workers predict ~90 images/s against ~75 for this one process (LiteRT
+# on 2 threads, decode threads), so they pay off from ~500-600 images: 400 images took 7.1-7.4 s either way, 800
+# images 11.4 s against 11.9 s at best
+WORKER_MEMORY = 512 << 20  # bytes a worker may take (measured: ~350 MB resident, ~210 MB of it its own)
 
 
 def cpu_cores() -> int:
@@ -23,10 +27,25 @@ def cpu_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def auto_processes(todo: int, cores: int | None = None) -> int:
-    """The number of worker processes "auto" means for `todo` images on the CPU: one per core when there are
-    enough images to pay for starting them (IMAGES_PER_PROCESS each), else 1 (this process, no workers)."""
+def available_memory() -> int | None:
+    """Bytes of memory available to start programs (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def auto_processes(todo: int, cores: int | None = None, memory: int | None = None) -> int:
+    """The number of worker processes "auto" means for `todo` images on the CPU: one per core (as many as the
+    available memory holds) when there are enough images to pay for starting them, else 1 (no workers)."""
     cores = cpu_cores() if cores is None else cores
+    memory = available_memory() if memory is None else memory
+    if memory is not None:
+        cores = min(cores, memory // WORKER_MEMORY)
     return cores if cores > 1 and todo >= IMAGES_PER_PROCESS * cores else 1
 
 

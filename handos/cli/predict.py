@@ -30,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "decode their own images")
     p.add_argument("--processes", default="auto", metavar="N|auto",
                    help="CPU only: model replicas in N worker processes, one thread each (torch and LiteRT), which keep "
-                        "every core busy; records are still written in input order. auto (default): one per core when "
-                        f"there are at least {IMAGES_PER_PROCESS} images per core to predict (each start-up, imports "
-                        "and model load, costs ~1.1-1.6 s of both cores), else 1: this process, its decode threads "
-                        "and LiteRT's threads across the cores")
+                        "every core busy (~350 MB each); records are still written in input order. auto (default): "
+                        f"one per core when there are at least {IMAGES_PER_PROCESS} images per core to predict, else 1 "
+                        "(this process, with its decode threads and LiteRT's threads across the cores). The workers' "
+                        "start-up (imports, model loads) takes ~1.3-1.5 s on idle cores: on 2 cores they pay off from "
+                        "~500-600 images (then ~90 images/s against ~75)")
     p.add_argument("--max-hands", type=int, default=None)
     p.add_argument("--recall", choices=RECALL_MODES, default="fast",
                    help="extra detector views for hands MediaPipe's path misses: off = MediaPipe exactly, fast "
