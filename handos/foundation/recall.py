@@ -122,7 +122,8 @@ def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_
                        torch.cat([c[3] for c in mine]), config.nms_iou, 2 * max_hands)
     r0, s0_, f0 = base
     if r0.shape[0] and len(det):  # drop candidates that are MediaPipe's own palms again
-        new = ~(box_iou(det.boxes, base_palms.to(det.boxes)) > config.association_iou).any(1)
+        iou = box_iou(host_view(det.boxes), host_view(base_palms.to(det.boxes)))  # (k, m), numpy on the CPU
+        new = torch.as_tensor(~(iou > config.association_iou).any(1), device=det.boxes.device)
         det = PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
     if not len(det):
         return base
