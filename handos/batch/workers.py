@@ -154,7 +154,7 @@ class WorkerPool:
             self.terminate()
             raise
 
-    def receive(self, k: int, doing: str):
+    def receive(self, k: int, doing: str) -> object:
         """Worker k's next answer, or the WorkerError / handos error that says why none will come."""
         conn, proc = self.conns[k], self.procs[k]
         wait([conn, proc.sentinel])
@@ -218,9 +218,11 @@ class WorkerPool:
         self.conns, self.procs = [], []
 
     def __enter__(self) -> WorkerPool:
+        """The pool itself (started already)."""
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        """Close on success; terminate on an error or Ctrl-C."""
         if exc_type is None:
             self.close()
         else:
