@@ -206,7 +206,8 @@ def test_example_image_gives_every_output(two_hands):
     # the table lists the same hands as the JSON
     assert len(table["data"]) == n
     assert [row[1].rstrip("?") for row in table["data"]] == [h["handedness"] for h in record["hands"]]
-    assert [row[2] for row in table["data"]] == [round(h["handedness_score"], 3) for h in record["hands"]]
+    # the table rounds the model's score to 3 decimals, the JSON to 4: 0.79749 shows as 0.797 and 0.7975
+    assert np.allclose([row[2] for row in table["data"]], [h["handedness_score"] for h in record["hands"]], atol=5.1e-4)
     # a zoomed crop per hand, captioned with its handedness confidence
     assert len(crops) == n and all("handedness" in c["caption"] for c in crops)
     assert np.allclose([row[4:8] for row in table["data"]], [h["bbox_xyxy"] for h in record["hands"]], atol=0.1)
