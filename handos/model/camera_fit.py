@@ -14,11 +14,11 @@ def fit_translation(joints_rr: torch.Tensor, keypoints: torch.Tensor, weights: t
     prior_t (N,3) m. Linear in t: (u - cx)(Z + tz) = fx (X + tx) and the same for v, solved per hand.
     """
     if not fit_depth:  # per joint: tx = (u - cx) (Z + tz) / fx - X, the same for y; weighted mean over joints
-        w = weights.clamp(min=0)[..., None] + 1e-9  # (N,21,1)
-        depth = joints_rr[..., 2:] + prior_t[:, None, 2:]  # (N,21,1)
-        cam = camera[:, None]  # (N,1,4)
+        w = weights.clamp(min=0).unsqueeze(-1) + 1e-9  # (N,21,1)
+        cam, tz = camera.unsqueeze(1), prior_t[..., 2:]  # (N,1,4), (N,1)
+        depth = joints_rr[..., 2:] + tz.unsqueeze(1)  # (N,21,1)
         txy = (w * ((keypoints - cam[..., 2:]) * depth / cam[..., :2] - joints_rr[..., :2])).sum(1) / w.sum(1)  # (N,2)
-        return torch.cat([txy, prior_t[..., 2:]], -1)
+        return torch.cat([txy, tz], -1)
     fx, fy, cx, cy = camera.unbind(-1)  # (N,)
     X, Y, Z = joints_rr.unbind(-1)  # (N,21)
     du = keypoints[..., 0] - cx[:, None]  # (N,21)

@@ -211,7 +211,7 @@ class HandOSDecoder(nn.Module):
 
                 hand_model = HandModel()
             self._init_mesh_buffers(hand_model, cfg)
-        n_c = self.coarse_idx.shape[0]
+        n_c = self.num_coarse = int(self.coarse_idx.shape[0])
         n_ev = 4 + (3 if cfg.use_world else 0)
         self.evidence = mlp(n_ev, d, d)  # per joint: u, v, z, conf (+ world xyz)
         self.instance = mlp(4 + 4 * NUM_JOINTS + (3 * NUM_JOINTS if cfg.use_world else 0), d, d)  # whole-hand summary
@@ -271,26 +271,28 @@ class HandOSDecoder(nn.Module):
     def forward(self, inp: DecoderInput) -> DecoderOutput:
         """Decode N hands; see DecoderOutput for shapes."""
         cfg = self.config
-        j2d, cam = inp.joints_2d, inp.camera
-        n, nj = j2d.shape[0], NUM_JOINTS
+        j2d, cam = inp.joints_2d, inp.camera.unsqueeze(1)  # (N,21,2) px, (N,1,4)
+        nj = NUM_JOINTS
         roi = landmark_roi(j2d).detach()  # (N,5) square ROI from the landmarks themselves
-        centre, size = roi[:, None, :2], roi[:, 2:3]  # (N,1,2) px, (N,1) px
+        box = roi.unsqueeze(1)
+        centre, size = box[..., :2], box[..., 2:3]  # (N,1,2) px, (N,1,1) px
         rot = rotation_z(roi[..., 4])  # (N,3,3) ROI frame -> camera axes; points (row vectors) @ rot: into the ROI frame
         r2 = rot[..., :2, :2]  # (N,2,2) the same in the image plane
-        focal = cam[..., :2].mean(-1, keepdim=True)  # (N,1)
-        pp, f2 = cam[:, None, 2:], cam[:, None, :2]  # (N,1,2) principal point, focal lengths
-        u = (j2d - centre) @ r2 / size[..., None]  # (N,21,2) ROI frame
-        z = (inp.joints_z - inp.joints_z[..., :1]) / size  # (N,21)
-        conf = inp.joint_conf  # (N,21)
+        f2, pp = cam[..., :2], cam[..., 2:]  # (N,1,2) focal lengths, principal point
+        focal = f2.mean(-1, keepdim=True)  # (N,1,1)
+        u = (j2d - centre) @ r2 / size  # (N,21,2) ROI frame
+        z = (inp.joints_z - inp.joints_z.narrow(1, 0, 1)).unsqueeze(-1) / size  # (N,21,1) relative depth
+        conf = inp.joint_conf.unsqueeze(-1)  # (N,21,1)
         ray = (centre - pp) / f2 @ r2  # (N,1,2) viewing direction (x, y; z = 1) in the ROI frame
-        ev = [u, z[..., None], conf[..., None]]
-        inst = [torch.log(size / focal) + 2.5, ray.flatten(1), conf.mean(-1, keepdim=True), u.flatten(1), z, conf]
+        # per joint evidence (N,21,.) and the whole hand's summary (N,1,.)
+        ev = [u, z, conf]
+        inst = [torch.log(size / focal) + 2.5, ray, conf.mean(1, keepdim=True), u.flatten(1).unsqueeze(1), z.mT, conf.mT]
         if cfg.use_world:
-            world = inp.world if inp.world is not None else torch.zeros(n, nj, 3, device=j2d.device)
-            w = (world - world[:, :1]) @ rot / WORLD_UNIT_M  # (N,21,3) ROI frame
+            world = inp.world if inp.world is not None else j2d.new_zeros(j2d.shape[0], nj, 3)
+            w = (world - world.narrow(1, 0, 1)) @ rot / WORLD_UNIT_M  # (N,21,3) ROI frame
             ev.append(w)
-            inst.append(w.flatten(1))
-        x = self.evidence(torch.cat(ev, -1)) + self.joint_embed + self.instance(torch.cat(inst, -1))[:, None]
+            inst.append(w.flatten(1).unsqueeze(1))
+        x = self.evidence(torch.cat(ev, -1)) + self.joint_embed + self.instance(torch.cat(inst, -1))  # (N,21,d)
         for layer in self.layers_2d:
             x = pre_norm_block(layer, x)  # (N,21,d)
         h2 = self.head_2d(self.norm_2d(x))  # (N,21,3)
@@ -301,31 +303,31 @@ class HandOSDecoder(nn.Module):
         t = torch.cat([x, self.lifting @ x + prior], 1)  # (N,21+V'+1,d)
         for layer in self.layers_3d:
             t = pre_norm_block(layer, t, self.attn_bias)
-        t_joint, t_vert, t_cam = self.norm_3d(t).split([nj, t.shape[1] - nj - 1, 1], 1)
+        t_joint, t_vert, t_cam = self.norm_3d(t).split([nj, self.num_coarse, 1], 1)
         # 3D joints straight from the joint queries (auxiliary), then vertices = skinning-weighted
         # blend of those joints (the lifting prior) + a per-vertex offset read off the vertex queries
         joints_aux = self.head_joint3d(t_joint) * WORLD_UNIT_M  # (N,21,3) m, ROI frame
-        joints_aux = joints_aux - joints_aux[:, :1]
+        joints_aux = joints_aux - joints_aux.narrow(1, 0, 1)
         coarse = self.coarse_blend @ joints_aux + self.head_vertex(t_vert) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
         # the mesh's joints in the output convention: joint map @ regressor @ upsampling, one (21,V') matrix
         joints = (self.joint_map @ self.joint_regressor @ self.upsample) @ coarse  # (N,21,3)
-        root = joints[:, :1]
+        root = joints.narrow(1, 0, 1)
         # full mesh, root-relative, in camera axes; vertices last ((3,V') @ (V',V) is the fast way round for BLAS)
         verts = (rot @ (coarse.mT @ self.upsample.mT - root.mT)).mT.contiguous()  # (N,V,3)
         back = rot.mT  # (N,3,3) ROI frame -> camera axes for row vectors
         joints, joints_aux = (joints - root) @ back, joints_aux @ back
         # camera: depth from the ROI size and focal, wrist xy back-projected from the refined 2D wrist
-        log_s = self.head_camera(t_cam).flatten()  # (N,)
-        tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3))[:, None] / size  # (N,1)
-        j2d_ref = u_ref * size[..., None] @ r2.mT + centre  # (N,21,2) px
-        cam_t = torch.cat([(j2d_ref[:, :1] - pp) / f2 * tz[..., None], tz[..., None]], -1).flatten(1)  # (N,3)
+        log_s = self.head_camera(t_cam)  # (N,1,1)
+        tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3)) / size  # (N,1,1)
+        j2d_ref = u_ref * size @ r2.mT + centre  # (N,21,2) px
+        cam_t = torch.cat([(j2d_ref.narrow(1, 0, 1) - pp) / f2 * tz, tz], -1).flatten(1)  # (N,3)
         chi = chirality(joints, soft=True)
         return DecoderOutput(
             joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts,
             joints_3d=joints_aux if cfg.joints_3d == "direct" else joints, cam_t=cam_t, is_left=chi > 0,
             handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
             aux={"joints_3d_aux": joints_aux, "joints_3d_mesh": joints, "coarse": coarse, "roi": roi, "u_ref": u_ref,
-                 "log_s": log_s})
+                 "log_s": log_s.flatten()})
 
 
 def save_decoder(model: HandOSDecoder, path: str | Path) -> Path:

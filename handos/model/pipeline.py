@@ -329,7 +329,7 @@ class DecodeStep(torch.nn.Module):
         verts = dec.vertices
         if self.skinned:  # our hand model skinned to the predicted joints
             verts = skin_to_joints(joints, self.rest_joints, self.skin_basis, dec.is_left)
-        t = cam_t[:, None]
+        t = cam_t.unsqueeze(1)
         return dec.joints_2d, dec.joints_2d_score, joints + t, cam_t, verts + t, dec.is_left, dec.handedness_score
 
     def infer(self, inp) -> tuple[torch.Tensor, ...]:

@@ -83,7 +83,6 @@ def skin_to_joints(joints: torch.Tensor, rest_joints: torch.Tensor, basis: torch
     Palm: rigid fit to the wrist and finger bases; each finger segment: the palm's rotation, then the smallest
     rotation turning its rest direction onto the predicted one; anchors: the joints themselves (wrist: the fit).
     """
-    n = joints.shape[0]
     mirror = torch.where(is_left.view(-1, 1, 1), joints.new_tensor(MIRROR_X), 1.0)  # (N,1,3)
     target = joints * mirror  # left hands into right-hand space
     r0, t0 = kabsch(rest_joints[list(PALM)], target[:, list(PALM)])  # (N,3,3), (N,1,3)
@@ -91,5 +90,5 @@ def skin_to_joints(joints: torch.Tensor, rest_joints: torch.Tensor, basis: torch
     rest_dir = bone_directions(rest_joints) @ r0t  # (N,15,3) after the palm rotation
     rot = align_rotation(rest_dir, bone_directions(target)) @ r0.unsqueeze(1)  # (N,15,3,3)
     # pose parameters P (N,K,3): rotations transposed (palm, segments), anchors (wrist: the rigid palm's), mirrored back
-    params = torch.cat([r0t, rot.mT.reshape(n, -1, 3), rest_joints[:1] @ r0t + t0, target.narrow(1, 1, 20)], 1) * mirror
-    return (params.mT.reshape(n * 3, -1) @ basis).view(n, 3, -1).mT.contiguous()  # (N*3,K) @ (K,V) -> (N,V,3)
+    params = torch.cat([r0t, rot.mT.flatten(1, 2), rest_joints[:1] @ r0t + t0, target.narrow(1, 1, 20)], 1) * mirror
+    return (params.mT.flatten(0, 1) @ basis).unflatten(0, (-1, 3)).mT.contiguous()  # (N*3,K) @ (K,V) -> (N,V,3)
