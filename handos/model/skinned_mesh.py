@@ -39,7 +39,7 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     u, _, vt = torch.linalg.svd((src - mu_s).T @ (dst - mu_d))  # of the (N,3,3) cross-covariance
     v, ut = vt.mT, u.mT
     flip = F.pad(torch.sign(det3(v @ ut)).unsqueeze(-1), (2, 0), value=1.0)  # (N,3) [1, 1, ±1]: no reflection
-    rot = v * flip.unsqueeze(1) @ ut
+    rot = (v * flip.unsqueeze(1)) @ ut
     return rot, mu_d - mu_s @ rot.mT
 
 
