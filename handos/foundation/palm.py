@@ -17,7 +17,7 @@ import torch
 from handos.geometry import box_iou
 
 __all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
-           "weighted_nms", "remove_letterbox", "PalmDetections"]
+           "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
 
 
 @dataclass(frozen=True)
@@ -117,16 +117,27 @@ def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anch
 
 def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor,
                  iou_threshold: float = 0.3, max_detections: int | None = None) -> PalmDetections:
-    """MediaPipe's WEIGHTED non-max suppression on one image's candidates (boxes (M,4) xyxy).
+    """MediaPipe's WEIGHTED non-max suppression on one image's candidates (boxes (M,4) xyxy), as tensors on the
+    inputs' device and dtype (the work is `weighted_nms_arrays` on the host)."""
+    b, k, s = weighted_nms_arrays(*(t.detach().cpu().numpy() for t in (boxes, keypoints, scores)),
+                                  iou_threshold, max_detections)
+    like = {"device": boxes.device, "dtype": boxes.dtype}
+    return PalmDetections(torch.as_tensor(b, **like), torch.as_tensor(k, **like),
+                          torch.as_tensor(s, device=scores.device, dtype=scores.dtype))
+
+
+def weighted_nms_arrays(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3,
+                        max_detections: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's WEIGHTED non-max suppression on numpy arrays: boxes (M,4) xyxy, keypoints (M,7,2), scores (M,)
+    -> the same for the K kept detections.
 
     Candidates are visited by descending score; each cluster (IoU with the top box > threshold, the top
     box included) is replaced by the score-weighted mean box and keypoints, keeping the top score.
-    The candidates are few (tens) and the loop data-dependent, so it runs in numpy on the host (each torch
-    op on such tiny tensors costs more than the arithmetic); the result is on the inputs' device and dtype.
+    The candidates are few (tens) and the loop data-dependent: numpy, as each torch op on such tiny tensors
+    costs more than its arithmetic.
     """
-    b, k, s = (t.detach().cpu().numpy() for t in (boxes, keypoints, scores))
-    order = np.argsort(-s, kind="stable")
-    b, k, s = b[order], k[order], s[order]
+    order = np.argsort(-scores, kind="stable")
+    b, k, s = boxes[order], keypoints[order], scores[order]
     # Invalid (negative size) boxes are dropped by MediaPipe's decoder.
     valid = (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
     b, k, s = b[valid], k[valid], s[valid]
@@ -146,11 +157,8 @@ def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Ten
         if max_detections is not None and len(out_s) >= max_detections:
             break
     if not out_s:
-        return PalmDetections(boxes.new_zeros((0, 4)), keypoints.new_zeros((0,) + keypoints.shape[1:]),
-                              scores.new_zeros((0,)))
-    like = {"device": boxes.device, "dtype": boxes.dtype}
-    return PalmDetections(torch.as_tensor(np.stack(out_b), **like), torch.as_tensor(np.stack(out_k), **like),
-                          torch.as_tensor(np.stack(out_s), device=scores.device, dtype=scores.dtype))
+        return b[:0], k[:0], s[:0]
+    return np.stack(out_b), np.stack(out_k), np.stack(out_s)
 
 
 def remove_letterbox(det: PalmDetections, padding: torch.Tensor) -> PalmDetections:

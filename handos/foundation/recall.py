@@ -28,10 +28,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from handos.foundation.palm import PalmDetections, weighted_nms
+from handos.foundation.palm import weighted_nms_arrays
 from handos.foundation.roi import box_iou, roi_from_palm
 from handos.foundation.types import FoundationConfig, FoundationOutput
-from handos.geometry import host_view
 
 __all__ = ["SEARCH_SCALES", "recall_views", "add_recall_candidates", "confirm_recall", "dedup_hands"]
 
@@ -73,22 +72,36 @@ def recall_views(size: tuple[int, int], config: FoundationConfig, mode: str = "f
     return views
 
 
-# one detector view's candidates of one image, down to boost_min_score, in image px:
-# (image position in the batch, boxes (m,4) xyxy, keypoints (m,7,2), scores (m,))
-ViewCandidates = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]
+# one detector view's candidates of one image, down to boost_min_score, in image px, on the host (numpy: a few
+# dozen candidates, a data-dependent NMS): (image position in the batch, boxes (m,4) xyxy, keypoints (m,7,2),
+# scores (m,))
+ViewCandidates = tuple[int, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (a view for a CPU tensor)."""
+    return t.detach().cpu().numpy()
+
+
+def _selected(j: int, boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, min_score: float,
+              square: tuple[np.ndarray, np.ndarray] | None = None) -> ViewCandidates:
+    """One view's candidates (A,...) at or above min_score; with `square` (side, top-left (2,)), moved from the
+    view's unit square to image px."""
+    keep = scores >= min_score  # (A,): the transform below is per anchor, so select first
+    boxes, keypoints = boxes[keep], keypoints[keep]
+    if square is not None:
+        side, origin = square
+        boxes, keypoints = boxes * side + np.tile(origin, 2), keypoints * side + origin
+    return j, boxes, keypoints, scores[keep]
 
 
 def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, images: list[int],
                           min_score: float) -> list[ViewCandidates]:
     """MediaPipe's own letterbox pass (normalised decode (b,A,...)) as candidates of `images`, in image px."""
-    b0, k0, s0 = letterbox_raw
-    v0 = lb_rois.to(b0.device, torch.float32)
+    b0, k0, s0 = (_host(t) for t in letterbox_raw)
+    v0 = _host(lb_rois).astype(np.float32)
     side, org = v0[:, 2], v0[:, :2] - v0[:, 2:4] / 2  # (b,), (b,2)
-    out = []
-    for j in images:
-        keep = s0[j] >= min_score  # (A,): the transform below is per anchor, so select first
-        out.append((j, b0[j][keep] * side[j] + org[j].repeat(2), k0[j][keep] * side[j] + org[j], s0[j][keep]))
-    return out
+    return [_selected(j, b0[j], k0[j], s0[j], min_score, (side[j], org[j])) for j in images]
 
 
 def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: FoundationConfig,
@@ -99,7 +112,7 @@ def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Te
         for v in recall_views(tuple(sizes[j].tolist()), config, mode):
             vidx.append(j)
             views.append(v)
-    dense = []  # (owner (V,), boxes (V,A,4), keypoints (V,A,7,2), scores (V,A)) per detector pass
+    dense = []  # (owner (V,), boxes (V,A,4), keypoints (V,A,7,2), scores (V,A)) per detector pass, in image px
     if (config.boost_flip or mode == "search") and view_for:
         fi = torch.tensor(view_for)
         dense.append((fi,) + palm_candidates(fi, lb_rois[fi], True))
@@ -107,10 +120,9 @@ def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Te
         vi = torch.tensor(vidx)
         dense.append((vi,) + palm_candidates(vi, torch.tensor(views, dtype=torch.float64)))
     out = []
-    for owner, b, k, s in dense:
-        for v, j in enumerate(owner.tolist()):
-            keep = s[v] >= config.boost_min_score
-            out.append((j, b[v][keep], k[v][keep], s[v][keep]))
+    for owner, *arrays in dense:
+        b, k, s = (_host(t) for t in arrays)
+        out += [_selected(j, b[v], k[v], s[v], config.boost_min_score) for v, j in enumerate(owner.tolist())]
     return out
 
 
@@ -118,20 +130,20 @@ def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_
                       config: FoundationConfig, max_hands: int) -> PalmRois:
     """Image j's palm ROIs: MediaPipe's (`base`), then the boosted candidates that are not its palms again."""
     mine = [c for c in cands if c[0] == j]
-    det = weighted_nms(torch.cat([c[1] for c in mine]), torch.cat([c[2] for c in mine]),
-                       torch.cat([c[3] for c in mine]), config.nms_iou, 2 * max_hands)
+    boxes, kps, scores = weighted_nms_arrays(*(np.concatenate([c[i] for c in mine]) for i in (1, 2, 3)),
+                                             config.nms_iou, 2 * max_hands)
     r0, s0_, f0 = base
-    if r0.shape[0] and len(det):  # drop candidates that are MediaPipe's own palms again
-        iou = box_iou(host_view(det.boxes), host_view(base_palms.to(det.boxes)))  # (k, m), numpy on the CPU
-        new = torch.as_tensor(~(iou > config.association_iou).any(1), device=det.boxes.device)
-        det = PalmDetections(det.boxes[new], det.keypoints[new], det.scores[new])
-    if not len(det):
+    if r0.shape[0] and len(scores):  # drop candidates that are MediaPipe's own palms again
+        new = ~(box_iou(boxes, _host(base_palms).astype(boxes.dtype)) > config.association_iou).any(1)
+        boxes, kps, scores = boxes[new], kps[new], scores[new]
+    if not len(scores):
         return base
-    rois = torch.as_tensor(roi_from_palm(host_view(det.boxes.double()), host_view(det.keypoints.double())))
+    rois = roi_from_palm(boxes.astype(np.float64), kps.astype(np.float64))
     # every remaining candidate goes to the landmark net: one may repeat a kept hand (dropped by
     # dedup_hands), so the next can still fill the slot; dedup_hands also caps the hands at max_hands
-    return (torch.cat([r0, rois]), torch.cat([s0_, det.scores]),
-            torch.cat([f0, torch.ones(len(det), dtype=torch.bool)]))
+    return (torch.cat([r0, torch.as_tensor(rois, device=r0.device)]),
+            torch.cat([s0_, torch.as_tensor(scores, device=s0_.device)]),
+            torch.cat([f0, torch.ones(len(scores), dtype=torch.bool, device=f0.device)]))
 
 
 def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], letterbox_raw: tuple,
