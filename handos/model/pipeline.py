@@ -251,13 +251,14 @@ class HandOS:
         presence = fout.presence.float().cpu().numpy()
         boxes = fout.box.float().cpu().numpy()
         roi_index = fout.roi_index.cpu().numpy()
+        image_of = idx.cpu().numpy()
+        hand_boxes = keypoint_boxes(kp, np.asarray(sizes, dtype=np.float64)[image_of])  # (N,4)
         order = np.arange(len(score)) if keep_order else np.argsort(-score, kind="stable")
         for j in order:
             if score[j] < threshold:
                 continue
-            i = int(idx[j])
-            w, h = sizes[i]
-            box = tight_box(kp[j], w, h)
+            i = int(image_of[j])
+            box = hand_boxes[j]
             out[i].append(Hand(
                 id=len(out[i]), score=float(score[j]),
                 handedness="left" if is_left[j] else "right", handedness_score=float(hand_score[j]),
@@ -356,12 +357,13 @@ class DecodeStep(torch.nn.Module):
             return cache[n](*args)
 
 
-def tight_box(keypoints: np.ndarray, width: int, height: int, pad: float = 0.1) -> np.ndarray:
-    """The keypoints' box grown by `pad` of its size on each side, clipped to the image."""
-    lo, hi = keypoints.min(0), keypoints.max(0)
+def keypoint_boxes(keypoints: np.ndarray, sizes: np.ndarray, pad: float = 0.1) -> np.ndarray:
+    """Each hand's keypoint box (N,4) xyxy grown by `pad` of its size on each side and clipped to its image:
+    keypoints (N,21,2) px, sizes (N,2) [W,H] px."""
+    lo, hi = keypoints.min(1), keypoints.max(1)  # (N,2)
     margin = (hi - lo) * pad
     lo, hi = lo - margin, hi + margin
-    return np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], width - 1), min(hi[1], height - 1)], dtype=np.float64)
+    return np.concatenate([np.maximum(lo, 0), np.minimum(hi, sizes - 1)], 1).astype(np.float64)
 
 
 def concat_outputs(parts: list[tuple[list[int], Any]], num_images: int):
