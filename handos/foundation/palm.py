@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handos.geometry import box_iou
+from handos.geometry import box_iou, xp_of
 
 __all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
            "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
@@ -42,7 +42,8 @@ PALM_OPTIONS = DetectorOptions()
 
 @dataclass
 class PalmDetections:
-    """Palm detections of one image after NMS: boxes (K,4) xyxy, keypoints (K,7,2), scores (K,)."""
+    """Palm detections of one image after NMS: boxes (K,4) xyxy, keypoints (K,7,2), scores (K,) (tensors, or
+    numpy arrays on the CPU pipeline's host path)."""
 
     boxes: torch.Tensor
     keypoints: torch.Tensor
@@ -161,10 +162,12 @@ def weighted_nms_arrays(boxes: np.ndarray, keypoints: np.ndarray, scores: np.nda
     return np.stack(out_b), np.stack(out_k), np.stack(out_s)
 
 
-def remove_letterbox(det: PalmDetections, padding: torch.Tensor) -> PalmDetections:
-    """Undo the letterbox (padding (4,) [l, t, r, b] fractions): normalised input -> normalised image."""
-    pad = padding.to(det.boxes.dtype)
+def remove_letterbox(det: PalmDetections, padding: torch.Tensor | np.ndarray) -> PalmDetections:
+    """Undo the letterbox (padding (4,) [l, t, r, b] fractions): normalised input -> normalised image.
+
+    Tensors, or numpy arrays (the CPU pipeline's host path) with padding in the boxes' dtype."""
+    pad = padding.to(det.boxes.dtype) if isinstance(padding, torch.Tensor) else padding
     off = pad[:2]
     span = 1 - pad[:2] - pad[2:]
-    boxes = torch.cat([(det.boxes[:, :2] - off) / span, (det.boxes[:, 2:] - off) / span], -1)
+    boxes = xp_of(det.boxes).concatenate([(det.boxes[:, :2] - off) / span, (det.boxes[:, 2:] - off) / span], -1)
     return PalmDetections(boxes, (det.keypoints - off) / span, det.scores)

@@ -30,11 +30,12 @@ from handos.errors import InputError
 from handos.foundation.anchors import palm_anchors
 from handos.foundation.palm import (
     PALM_OPTIONS,
+    PalmDetections,
     decode_detections,
     decode_tables,
     letterbox_rois,
     remove_letterbox,
-    weighted_nms,
+    weighted_nms_arrays,
 )
 from handos.foundation.recall import add_recall_candidates, confirm_recall
 from handos.foundation.roi import (
@@ -283,16 +284,19 @@ class Foundation:
         x = imgs.crop(idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling) / 255.0
         regs, logits = self._run_palm(x)
         boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (b,A,..)
+        # per image on the host (numpy): threshold, NMS, letterbox removal, ROI - a handful of palms, data-dependent
+        b_all, k_all, s_all = (t.detach().cpu().numpy() for t in (boxes, kps, scores))  # (b,A,...) views on the CPU
+        pads_h, wh_all = pads.numpy().astype(b_all.dtype), sizes.numpy().astype(b_all.dtype)  # (b,4), (b,2) W,H
         out, palm_px = [], []
         for j in range(len(which)):
-            keep = scores[j] >= cfg.min_detection_score
-            det = weighted_nms(boxes[j][keep], kps[j][keep], scores[j][keep], cfg.nms_iou, max_hands)
-            det = remove_letterbox(det, pads[j].to(det.boxes.device))
-            wh = sizes[j].to(det.boxes)  # (2,) W,H
-            rois = torch.as_tensor(roi_from_palm(host_view((det.boxes * wh.repeat(2)).double()),
-                                                 host_view((det.keypoints * wh).double())))
-            out.append((rois, det.scores, torch.zeros(len(det), dtype=torch.bool)))
-            palm_px.append(det.boxes * wh.repeat(2))
+            keep = s_all[j] >= cfg.min_detection_score
+            det = PalmDetections(*weighted_nms_arrays(b_all[j][keep], k_all[j][keep], s_all[j][keep], cfg.nms_iou,
+                                                      max_hands))
+            det = remove_letterbox(det, pads_h[j])
+            box_px, kp_px = det.boxes * np.tile(wh_all[j], 2), det.keypoints * wh_all[j]
+            rois = roi_from_palm(box_px.astype(np.float64), kp_px.astype(np.float64))
+            out.append((torch.from_numpy(rois), torch.from_numpy(det.scores), torch.zeros(len(det), dtype=torch.bool)))
+            palm_px.append(torch.from_numpy(box_px))
         if boost != "off":
             def palm_candidates(pos: torch.Tensor, views: torch.Tensor, flip: bool = False):
                 return self._palm_candidates(imgs, idx[pos], views, flip)
