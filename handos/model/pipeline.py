@@ -190,36 +190,32 @@ class HandOS:
         only; with detect[i] also True, the detector runs too and adds hands not already tracked.
         Every Hand's `trace` carries roi (next frame's ROI), roi_index, presence and foundation_box.
         """
-        with self.cpu_threads():
-            return self._predict_frames(images, cameras, rois, detect, max_hands, score_threshold)
-
-    def _predict_frames(self, images, cameras, rois, detect, max_hands, score_threshold) -> list[list[Hand]]:
-        """`predict_frames`'s work (see there)."""
-        loaded = self.load_images(images)
-        n = len(loaded)
-        if n == 0:
-            return []
-        cams = [self.camera_for(im, (cameras[i] if cameras is not None else None)) for i, im in enumerate(loaded)]
-        max_hands = self.max_hands if max_hands is None else max_hands
-        threshold = self.score_threshold if score_threshold is None else score_threshold
-        if max_hands < 1:
-            raise InputError(f"max_hands must be at least 1, got {max_hands}")
-        rgbs = [im.rgb for im in loaded]
-        if rois is None:
-            fout = self.foundation.detect(rgbs, max_hands=max_hands)
-        else:
-            roi_list = [None if r is None else torch.as_tensor(np.asarray(r, dtype=np.float32)).reshape(-1, 5) for r in rois]
-            flags = [True] * n if detect is None else ([detect] * n if isinstance(detect, bool) else list(detect))
-            # frames that skip the detector get max_hands = their carried count (the foundation detects below it)
-            limits = [max_hands if flags[i] or roi_list[i] is None or len(roi_list[i]) == 0 else min(len(roi_list[i]), max_hands)
-                      for i in range(n)]
-            groups: dict[int, list[int]] = {}
-            for i, limit in enumerate(limits):
-                groups.setdefault(limit, []).append(i)
-            parts = [(ids, self.foundation.detect([rgbs[i] for i in ids], rois=[roi_list[i] for i in ids], max_hands=limit))
-                     for limit, ids in groups.items()]
-            fout = parts[0][1] if len(parts) == 1 else concat_outputs(parts, n)
-        return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
+        with self.cpu_threads():  # torch's threads would compete with XNNPACK's
+            loaded = self.load_images(images)
+            n = len(loaded)
+            if n == 0:
+                return []
+            cams = [self.camera_for(im, (cameras[i] if cameras is not None else None)) for i, im in enumerate(loaded)]
+            max_hands = self.max_hands if max_hands is None else max_hands
+            threshold = self.score_threshold if score_threshold is None else score_threshold
+            if max_hands < 1:
+                raise InputError(f"max_hands must be at least 1, got {max_hands}")
+            rgbs = [im.rgb for im in loaded]
+            if rois is None:
+                fout = self.foundation.detect(rgbs, max_hands=max_hands)
+            else:
+                roi_list = [None if r is None else torch.as_tensor(np.asarray(r, dtype=np.float32)).reshape(-1, 5) for r in rois]
+                flags = [True] * n if detect is None else ([detect] * n if isinstance(detect, bool) else list(detect))
+                # frames that skip the detector get max_hands = their carried count (the foundation detects below it)
+                limits = [max_hands if flags[i] or roi_list[i] is None or len(roi_list[i]) == 0 else min(len(roi_list[i]), max_hands)
+                          for i in range(n)]
+                groups: dict[int, list[int]] = {}
+                for i, limit in enumerate(limits):
+                    groups.setdefault(limit, []).append(i)
+                parts = [(ids, self.foundation.detect([rgbs[i] for i in ids], rois=[roi_list[i] for i in ids], max_hands=limit))
+                         for limit, ids in groups.items()]
+                fout = parts[0][1] if len(parts) == 1 else concat_outputs(parts, n)
+            return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
 
     def decode_step(self) -> DecodeStep:
         """The decoder + camera refit + mesh as one module (traced and frozen on the CPU), rebuilt when
