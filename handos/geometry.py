@@ -19,10 +19,12 @@ def xp_of(x: Array):
     return torch if isinstance(x, torch.Tensor) else np
 
 
-def host_view(t: torch.Tensor) -> Array:
-    """A CPU tensor as a numpy view (no copy), a tensor elsewhere unchanged: for xp_of geometry on a handful of
-    hands, numpy's per-call cost is ~3x below torch's (the math is the same; `torch.as_tensor` turns it back)."""
-    return t.detach().numpy() if t.device.type == "cpu" else t
+def to_host(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array: a view of a CPU tensor (no copy), a copy of one on another device.
+
+    For xp_of geometry on a handful of hands, numpy's per-call cost is ~3x below torch's (same math).
+    """
+    return t.detach().cpu().numpy()
 
 
 def as_float(x: Array) -> Array:
@@ -173,6 +175,6 @@ def box_iou(a: Array, b: Array) -> Array:
     return xp.where(union > 0, inter / union.clip(min=1e-12), xp.zeros_like(inter))
 
 
-__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "host_view", "intrinsics_of",
-           "matrix_to_axis_angle", "procrustes_align", "project", "rot2d", "similarity_transform", "valid_weights",
-           "xp_of", "zero_invalid"]
+__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "intrinsics_of",
+           "matrix_to_axis_angle", "procrustes_align", "project", "rot2d", "similarity_transform", "to_host",
+           "valid_weights", "xp_of", "zero_invalid"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handos.geometry import box_iou, xp_of
+from handos.geometry import box_iou, to_host, xp_of
 
 __all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
            "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
@@ -120,7 +120,7 @@ def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Ten
                  iou_threshold: float = 0.3, max_detections: int | None = None) -> PalmDetections:
     """MediaPipe's WEIGHTED non-max suppression on one image's candidates (boxes (M,4) xyxy), as tensors on the
     inputs' device and dtype (the work is `weighted_nms_arrays` on the host)."""
-    b, k, s = weighted_nms_arrays(*(t.detach().cpu().numpy() for t in (boxes, keypoints, scores)),
+    b, k, s = weighted_nms_arrays(*(to_host(t) for t in (boxes, keypoints, scores)),
                                   iou_threshold, max_detections)
     like = {"device": boxes.device, "dtype": boxes.dtype}
     return PalmDetections(torch.as_tensor(b, **like), torch.as_tensor(k, **like),

@@ -50,7 +50,7 @@ from handos.foundation.roi import (
     roi_from_palm,
 )
 from handos.foundation.types import FoundationConfig, FoundationOutput
-from handos.geometry import host_view
+from handos.geometry import to_host
 
 __all__ = ["FoundationConfig", "FoundationOutput", "Foundation", "roi_from_landmarks", "check_boxes"]
 
@@ -285,7 +285,7 @@ class Foundation:
         regs, logits = self._run_palm(x)
         boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (b,A,..)
         # per image on the host (numpy): threshold, NMS, letterbox removal, ROI - a handful of palms, data-dependent
-        b_all, k_all, s_all = (t.detach().cpu().numpy() for t in (boxes, kps, scores))  # (b,A,...) views on the CPU
+        b_all, k_all, s_all = (to_host(t) for t in (boxes, kps, scores))  # (b,A,...) views on the CPU
         pads_h, wh_all = pads.numpy().astype(b_all.dtype), sizes.numpy().astype(b_all.dtype)  # (b,4), (b,2) W,H
         out, palm_px = [], []
         for j in range(len(which)):
@@ -410,9 +410,9 @@ class Foundation:
         presence = lm["presence"]
         boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
         rois_f = rois_t.float()
-        rois_lm = host_view(rois_f.to(lm["landmarks"].device))  # numpy views on the CPU (tiny geometry)
-        joints, z = (torch.as_tensor(v) for v in project_landmarks(host_view(lm["landmarks"]), rois_lm, LANDMARK_SIZE))
-        world = torch.as_tensor(project_world(host_view(lm["world"]), rois_lm[:, 4]))
+        rois_lm = to_host(rois_f)  # the per-hand geometry in numpy on the host (tiny: views on the CPU)
+        joints, z = (torch.as_tensor(v) for v in project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE))
+        world = torch.as_tensor(project_world(to_host(lm["world"]), rois_lm[:, 4]))
         score = torch.tensor([c.score for _, c in flat], dtype=torch.float32, device=presence.device)
         score = torch.where(torch.isnan(score), presence, score)  # carried ROIs: presence is the score
         lo, hi = joints.amin(1), joints.amax(1)  # (M,2)
@@ -426,7 +426,7 @@ class Foundation:
             world=world.to(dev),
             features=_to(lm.get("features"), dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
-            next_roi=torch.as_tensor(roi_from_landmarks(host_view(joints.double()))).float().to(dev),
+            next_roi=torch.as_tensor(roi_from_landmarks(to_host(joints.double()))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )
 

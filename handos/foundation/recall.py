@@ -31,6 +31,7 @@ import torch
 from handos.foundation.palm import weighted_nms_arrays
 from handos.foundation.roi import box_iou, roi_from_palm
 from handos.foundation.types import FoundationConfig, FoundationOutput
+from handos.geometry import to_host
 
 __all__ = ["SEARCH_SCALES", "recall_views", "add_recall_candidates", "confirm_recall", "dedup_hands"]
 
@@ -78,11 +79,6 @@ def recall_views(size: tuple[int, int], config: FoundationConfig, mode: str = "f
 ViewCandidates = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _host(t: torch.Tensor) -> np.ndarray:
-    """A tensor's values as a numpy array (a view for a CPU tensor)."""
-    return t.detach().cpu().numpy()
-
-
 def _selected(j: int, boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, min_score: float,
               square: tuple[np.ndarray, np.ndarray] | None = None) -> ViewCandidates:
     """One view's candidates (A,...) at or above min_score; with `square` (side, top-left (2,)), moved from the
@@ -98,8 +94,8 @@ def _selected(j: int, boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarr
 def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, images: list[int],
                           min_score: float) -> list[ViewCandidates]:
     """MediaPipe's own letterbox pass (normalised decode (b,A,...)) as candidates of `images`, in image px."""
-    b0, k0, s0 = (_host(t) for t in letterbox_raw)
-    v0 = _host(lb_rois).astype(np.float32)
+    b0, k0, s0 = (to_host(t) for t in letterbox_raw)
+    v0 = to_host(lb_rois).astype(np.float32)
     side, org = v0[:, 2], v0[:, :2] - v0[:, 2:4] / 2  # (b,), (b,2)
     return [_selected(j, b0[j], k0[j], s0[j], min_score, (side[j], org[j])) for j in images]
 
@@ -121,7 +117,7 @@ def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Te
         dense.append((vi,) + palm_candidates(vi, torch.tensor(views, dtype=torch.float64)))
     out = []
     for owner, *arrays in dense:
-        b, k, s = (_host(t) for t in arrays)
+        b, k, s = (to_host(t) for t in arrays)
         out += [_selected(j, b[v], k[v], s[v], config.boost_min_score) for v, j in enumerate(owner.tolist())]
     return out
 
@@ -134,7 +130,7 @@ def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_
                                              config.nms_iou, 2 * max_hands)
     r0, s0_, f0 = base
     if r0.shape[0] and len(scores):  # drop candidates that are MediaPipe's own palms again
-        new = ~(box_iou(boxes, _host(base_palms).astype(boxes.dtype)) > config.association_iou).any(1)
+        new = ~(box_iou(boxes, to_host(base_palms).astype(boxes.dtype)) > config.association_iou).any(1)
         boxes, kps, scores = boxes[new], kps[new], scores[new]
     if not len(scores):
         return base

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handos.geometry import Array, box_iou, xp_of
+from handos.geometry import Array, box_iou, to_host, xp_of
 
 __all__ = [
     "RectTransform", "PALM_TO_ROI", "LANDMARKS_TO_ROI", "BOX_TO_ROI", "PARTIAL_LANDMARKS", "normalize_radians",
@@ -199,8 +199,8 @@ def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor,
 
     n = rois.shape[0]
     out = np.empty((n, size, size, 3), dtype=np.uint8)
-    maps = crop_affine(rois.detach().cpu().numpy().astype(np.float64), size)  # (N,2,3) image px -> crop px
-    idx = image_index.detach().cpu().numpy()
+    maps = crop_affine(to_host(rois).astype(np.float64), size)  # (N,2,3) image px -> crop px
+    idx = to_host(image_index)
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
     for k in range(n):  # one call per crop: OpenCV has no batched warp
         cv2.warpAffine(images[idx[k]], maps[k], (size, size), dst=out[k], flags=cv2.INTER_LINEAR,

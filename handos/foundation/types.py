@@ -106,7 +106,8 @@ class FoundationOutput:
     selfie images: its "Right" is a LEFT hand on a normal photo); handedness_right (N,) prob that the hand
     is a right hand on a normal, unmirrored photo (= 1 - mp_handedness); world (N,21,3) m (MediaPipe's
     world landmarks, rotated by the ROI); features (N,C) pooled landmark-net features and feature_map
-    (N,C,7,7), or None (the LiteRT runtime gives neither; the decoder reads neither); crop_affine (N,2,3) image px -> crop px (224 crop); roi_index (N,) long index into
+    (N,C,7,7), or None (the LiteRT runtime gives neither; the decoder reads neither); crop_affine (N,2,3)
+    image px -> crop px (224 crop); roi_index (N,) long index into
     the carried `rois[image]` the hand came from, -1 for a fresh detection; next_roi (N,5) ROI for the
     next frame (`roi_from_landmarks`); image_sizes (B,2) [W,H]; boosted (N,) bool: found only by the
     recall booster (MediaPipe's own path did not give this hand).
