@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import torch
 
+from handos.geometry import rot2d
 from handos.hand.skeleton import NUM_JOINTS, chirality
 from handos.model.decoder import WORLD_UNIT_M, DecoderInput, DecoderOutput, HandOSDecoder, hierarchical_mask
-from handos.model.geometry import from_roi_frame, landmark_roi, rotate_z, to_roi_frame
+from handos.model.geometry import from_roi_frame, landmark_roi, to_roi_frame
 
 PALM = (0, 5, 9, 13, 17)
 SEGMENTS = tuple(j for j in range(1, 21) if j % 4 != 0)
 TIPS = (4, 8, 12, 16, 20)
+
+
+def rotate_z(points: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate 3D points (N,K,3) about the camera's z axis by angle (N,) (the image-plane rotation)."""
+    xy = torch.einsum("nij,nkj->nki", rot2d(angle), points[..., :2])
+    return torch.cat([xy, points[..., 2:]], -1)
 
 
 def decoder_forward(dec: HandOSDecoder, inp: DecoderInput) -> DecoderOutput:

@@ -23,7 +23,7 @@ from torch import nn
 from handos.config import check_keys
 from handos.errors import ConfigError, ModelError
 from handos.hand.skeleton import NUM_JOINTS, PARENTS, chirality
-from handos.model.geometry import landmark_roi
+from handos.model.geometry import landmark_roi, rotation_z
 from handos.model.mesh import farthest_point_sampling, upsampling_matrix
 from handos.weights import WEIGHTS_DIR
 
@@ -145,13 +145,6 @@ def wrist_joint_map(shift: tuple[float, float, float]) -> torch.Tensor:
     m[0, 0] = 1.0 - a - b - c
     m[0, 5], m[0, 17], m[0, 1] = a, b, c
     return m
-
-
-def rotation_z(angle: torch.Tensor) -> torch.Tensor:
-    """(…,3,3) rotations by angle (…,) about the camera's z axis: handos.geometry.rot2d in the image plane."""
-    c, s = torch.cos(angle), torch.sin(angle)
-    zero, one = torch.zeros_like(c), torch.ones_like(c)
-    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).unflatten(-1, (3, 3))
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:

@@ -49,7 +49,8 @@ def from_roi_frame(points: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,nkj->nki", rot2d(roi[:, 4]), points * roi[:, None, 2:3]) + roi[:, None, :2]
 
 
-def rotate_z(points: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate 3D points (N,K,3) about the camera's z axis by angle (N,) (the image-plane rotation)."""
-    xy = torch.einsum("nij,nkj->nki", rot2d(angle), points[..., :2])
-    return torch.cat([xy, points[..., 2:]], -1)
+def rotation_z(angle: torch.Tensor) -> torch.Tensor:
+    """(…,3,3) rotations by angle (…,) about the camera's z axis: handos.geometry.rot2d in the image plane."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).unflatten(-1, (3, 3))
