@@ -61,6 +61,21 @@ def rot2d(angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
+# the Levi-Civita symbol as a (3, 9) map: v @ SKEW_MAP is the cross-product matrix [v]x, flattened row by row
+SKEW_MAP = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrices [v]x (…,3,3) of vectors v (…,3): [v]x w = v x w."""
+    return (v @ v.new_tensor(SKEW_MAP)).unflatten(-1, (3, 3))
+
+
+def det3(m: torch.Tensor) -> torch.Tensor:
+    """Determinants (…,) of 3x3 matrices (…,3,3): the triple product of their rows."""
+    r0, r1, r2 = m.unbind(-2)
+    return (r0 * torch.linalg.cross(r1, r2)).sum(-1)
+
+
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     """Rodrigues: (..., 3) axis-angle -> (..., 3, 3) rotation matrices (smooth at zero)."""
     angle2 = (rotvec * rotvec).sum(-1, keepdim=True)  # (..., 1)
@@ -69,9 +84,7 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     # sin(t)/t and (1-cos t)/t^2 with Taylor fallbacks near zero
     a = torch.where(small, 1.0 - angle2 / 6.0, torch.sin(angle) / angle)
     b = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / torch.where(small, torch.ones_like(angle2), angle2))
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    kmat = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*rotvec.shape[:-1], 3, 3)
+    kmat = skew(rotvec)  # (..., 3, 3)
     eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device).expand_as(kmat)
     return eye + a[..., None] * kmat + b[..., None] * (kmat @ kmat)
 
@@ -175,6 +188,6 @@ def box_iou(a: Array, b: Array) -> Array:
     return xp.where(union > 0, inter / union.clip(min=1e-12), xp.zeros_like(inter))
 
 
-__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "intrinsics_of",
-           "matrix_to_axis_angle", "procrustes_align", "project", "rot2d", "similarity_transform", "to_host",
+__all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "det3", "intrinsics_of",
+           "matrix_to_axis_angle", "procrustes_align", "project", "rot2d", "similarity_transform", "skew", "to_host",
            "valid_weights", "xp_of", "zero_invalid"]

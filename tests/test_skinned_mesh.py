@@ -7,8 +7,9 @@ import pytest
 import torch
 from decoder_reference import skin_to_joints as reference_skin
 
+from handos.geometry import det3, skew
 from handos.hand import HandModel
-from handos.model.skinned_mesh import align_rotation, det3, skew, skin_to_joints, skinning_basis
+from handos.model.skinned_mesh import align_rotation, skin_to_joints, skinning_basis
 
 
 @pytest.fixture(scope="module")

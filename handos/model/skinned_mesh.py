@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from handos.geometry import det3, skew
+
 PALM = (0, 5, 9, 13, 17)  # wrist and the four finger bases: the rigid palm
 SEGMENTS = tuple(j for j in range(1, 21) if j % 4 != 0)  # joints whose bone goes to child j+1
 TIPS = (4, 8, 12, 16, 20)
@@ -22,15 +24,7 @@ NUM_BONES = 1 + len(SEGMENTS)  # bone 0 = palm, bone 1 + s = segment s
 BONE_OF_JOINT = tuple(0 if j == 0 else 1 + SEGMENTS.index(j - 1 if j in TIPS else j) for j in range(21))
 # (15, 21) rows joint j+1 - joint j for j in SEGMENTS: bone vectors as one product (exact: one +1 and one -1 a row)
 BONE_VECTORS = tuple(tuple(float(k == j + 1) - float(k == j) for k in range(21)) for j in SEGMENTS)
-# the Levi-Civita symbol as a (3, 9) map: v @ SKEW_MAP is the cross-product matrix [v]x, flattened row by row
-SKEW_MAP = ((0, 0, 0, 0, 0, -1, 0, 1, 0), (0, 0, 1, 0, 0, 0, -1, 0, 0), (0, -1, 0, 1, 0, 0, 0, 0, 0))
 MIRROR_X = (-1.0, 1.0, 1.0)  # left hands <-> right-hand space
-
-
-def det3(m: torch.Tensor) -> torch.Tensor:
-    """Determinants (…,) of 3x3 matrices (…,3,3): the triple product of their rows."""
-    r0, r1, r2 = m.unbind(-2)
-    return (r0 * torch.linalg.cross(r1, r2)).sum(-1)
 
 
 def kabsch(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,11 +35,6 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     flip = F.pad(torch.sign(det3(v @ ut)).unsqueeze(-1), (2, 0), value=1.0)  # (N,3) [1, 1, ±1]: no reflection
     rot = (v * flip.unsqueeze(1)) @ ut
     return rot, mu_d - mu_s @ rot.mT
-
-
-def skew(v: torch.Tensor) -> torch.Tensor:
-    """Cross-product matrices [v]x (…,3,3) of vectors v (…,3): [v]x w = v x w."""
-    return (v @ v.new_tensor(SKEW_MAP)).unflatten(-1, (3, 3))
 
 
 def align_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
