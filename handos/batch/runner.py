@@ -43,11 +43,12 @@ class RunSummary:
 
 
 def decode(item: WorkItem) -> tuple[WorkItem, LoadedImage | None, str | None]:
-    """Load one image; failures come back as a message, never raised (the run goes on)."""
+    """Load one image and check its box prompts; failures come back as a message, never raised (the run goes on)."""
     try:
-        return item, load_image(item.path), None
+        image = load_image(item.path)
     except HandosError as err:
         return item, None, str(err)
+    return item, image, None if item.boxes is None else box_error(item, image)
 
 
 def decoded_stream(items: list[WorkItem], workers: int, prefetch: int) -> Iterator[tuple[WorkItem, LoadedImage | None, str | None]]:
@@ -111,8 +112,6 @@ def run_images(
         batch.clear()
 
     for item, image, error in decoded_stream(todo, workers, prefetch=max(2 * batch_size, 4)):
-        if error is None and item.boxes is not None:
-            error = box_error(item, image)
         if error is not None:
             summary.add(item.file, error, writer)
             if progress:

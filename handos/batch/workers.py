@@ -66,13 +66,11 @@ def thread_report(model) -> dict[str, int]:
 
 def predict_job(model, items: list[WorkItem], include_vertices: bool) -> list[Outcome]:
     """Decode and predict one job's items in one batch; outcomes in item order (unreadable images: a message)."""
-    from handos.batch.runner import box_error, decode, predict_items
+    from handos.batch.runner import decode, predict_items
 
     outcomes: list[Outcome] = []
     good = []
     for item, image, error in map(decode, items):
-        if error is None and item.boxes is not None:
-            error = box_error(item, image)
         outcomes.append(error if error is not None else len(good))
         if error is None:
             good.append((item, image))
