@@ -155,7 +155,7 @@ def build_demo(model_factory: Callable[[str], Any] | None = None, cfg: DemoConfi
                 seek_times = gr.Textbox("[]", visible="hidden", elem_id="seek-times", label="frame times (s)")
                 # API callers may name any device (and get a one-line reason when it is missing); the page offers
                 # only the devices present
-                device_api = gr.Textbox(default_device, visible=False)
+                device_api = gr.Textbox(default_device, visible=False, label="Device")  # the API names it "device"
         with gr.Row(visible=False):  # the API endpoints (errors raised, as clients expect); the page uses the events below
             api = {name: gr.Button(name) for name in ("predict_image", "predict_clip", "clip_frame", "redraw", "push_labelstudio")}
 
