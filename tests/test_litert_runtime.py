@@ -118,6 +118,38 @@ def test_raw_nets_match_torch(ge_images):
     torch.testing.assert_close(one["landmarks"], lb["landmarks"][:1])
 
 
+def test_uint8_crops_give_the_float_inputs_exact_outputs(ge_images):
+    """LiteRT nets take OpenCV's uint8 crops (scaled into the input buffer) with bit-identical outputs to the
+    float crops in [0,1], one by one and batched; the detector's hands are the same either way; bad arrays are
+    refused."""
+    from handos.foundation.palm import letterbox_rois
+    from handos.foundation.pipeline import Foundation, _Images
+
+    palm, lm = load_nets("litert", CPU, threads=1)
+    imgs = _Images(ge_images[:3], CPU)
+    rois, _ = letterbox_rois(imgs.sizes, 192)
+    idx = torch.arange(3)
+    u8 = imgs.net_input(palm, idx, rois, 192, "zero", True)
+    assert isinstance(u8, np.ndarray) and u8.dtype == np.uint8 and u8.shape == (3, 192, 192, 3)
+    x = imgs.crop(idx, rois, 192, "zero", True) / 255.0
+    for a, b in zip(palm(x), palm(u8)):
+        assert torch.equal(a, b)
+    assert torch.equal(palm(u8[1:2])[0], palm(x)[0][1:2])
+    fout = Foundation(palm, lm).detect(ge_images[:3])
+    crops_u8 = imgs.net_input(lm, fout.image_index, fout.roi.double(), 224, "replicate", True)
+    crops = imgs.crop(fout.image_index, fout.roi.double(), 224, "replicate", True) / 255.0
+    a, b = lm(crops), lm(crops_u8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for net in (palm, lm):  # the float path for the same detector gives the same hands
+        net.takes_uint8 = False
+    plain = Foundation(palm, lm).detect(ge_images[:3])
+    assert torch.equal(plain.joints_2d, fout.joints_2d) and torch.equal(plain.score, fout.score)
+    with pytest.raises(ModelError, match="uint8 array"):
+        palm(np.zeros((1, 192, 192, 3), dtype=np.float32))
+    with pytest.raises(ModelError, match="uint8 array"):
+        lm(np.zeros((1, 192, 192, 3), dtype=np.uint8))
+
+
 def test_landmark_passes_and_box_prompts_on_both_runtimes(ge_images):
     """FoundationConfig.landmark_passes and detect_boxes give the same hands on either runtime."""
     from handos.foundation.pipeline import Foundation, FoundationConfig

@@ -3,7 +3,8 @@
 The same graphs as the torch replay (`handos.foundation.nets`; both files are made by
 `python -m handos.foundation.convert`), run by the runtime built for them: on 2 cores XNNPACK takes
 ~60-65 % of the torch replay's time for the two nets. Same call interface as `PalmDetector` /
-`LandmarkNet` (NCHW float tensors in [0, 1] in, torch tensors out), so `Foundation` takes either; the
+`LandmarkNet` (NCHW float tensors in [0, 1] in, torch tensors out), so `Foundation` takes either; they
+also take NHWC uint8 crops (`takes_uint8`), scaled into the graph's input buffer without a float copy; the
 landmark net's `features` / `feature_map` taps are not graph outputs and are not given here (the decoder
 reads neither: it reads the landmarks, depth, presence and world landmarks). Inference only (no
 gradients): training and fine-tuning use the torch graphs.
@@ -76,17 +77,31 @@ class LiteRTGraph:
         self._lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """x (B, H, W, 3) float32 -> {output name: (B, ...) float32}, one invoke per item."""
+        """x (B, H, W, 3) float32, or uint8 0..255 (scaled by 1/255 as it is written into the graph's input)
+        -> {output name: (B, ...) float32}, one invoke per item."""
         b = x.shape[0]
-        out = {name: np.empty((b,) + shape, dtype=np.float32) for name, _, shape in self._outputs}
         interp = self._interp
         with self._lock:
+            if b == 1:  # the common case: the outputs as the interpreter gives them (get_tensor copies)
+                self._write_input(x[0])
+                interp.invoke()
+                return {name: interp.get_tensor(idx) for name, idx, _ in self._outputs}
+            out = {name: np.empty((b,) + shape, dtype=np.float32) for name, _, shape in self._outputs}
             for k in range(b):
-                interp.set_tensor(self._input, x[k:k + 1])
+                self._write_input(x[k])
                 interp.invoke()
                 for name, idx, _ in self._outputs:
                     out[name][k] = interp.get_tensor(idx)[0]
         return out
+
+    def _write_input(self, item: np.ndarray) -> None:
+        """One (H, W, 3) input straight into the interpreter's input buffer (uint8: divided by 255 on the way,
+        the same float32 values as torch's `x.float() / 255`)."""
+        view = self._interp.tensor(self._input)()[0]  # (H, W, 3) float32, the graph's own memory
+        if item.dtype == np.uint8:
+            np.divide(item, np.float32(255), out=view, dtype=np.float32)
+        else:
+            np.copyto(view, item, casting="same_kind")
 
 
 @contextlib.contextmanager
@@ -107,8 +122,13 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _nhwc(x: torch.Tensor, size: int) -> np.ndarray:
-    """A (B,3,size,size) float tensor as a (B,size,size,3) float32 numpy array (no copy for channels-last CPU memory)."""
+def _nhwc(x: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
+    """Net input as a (B,size,size,3) array: a (B,3,size,size) float tensor in [0,1] as float32 (no copy for
+    channels-last CPU memory), or a (B,size,size,3) uint8 array 0..255 as it is (`LiteRTGraph.run` scales it)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (size, size, 3):
+            raise ModelError(f"expected a uint8 array (B, {size}, {size}, 3), got {x.shape} {x.dtype}")
+        return x
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size or not x.is_floating_point():
         raise ModelError(f"expected a float tensor (B, 3, {size}, {size}), got {tuple(x.shape)} {x.dtype}")
     y = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1)
@@ -121,12 +141,14 @@ class LiteRTPalmDetector:
     input_size = 192
     num_anchors = 2016
     runtime = "litert"
+    takes_uint8 = True  # also takes (B,192,192,3) uint8 crops 0..255 (no float copy on the way in)
 
     def __init__(self, graph: LiteRTGraph) -> None:
         self.graph = graph
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B,3,192,192) -> (regressors (B,2016,18), score_logits (B,2016,1)), float32 CPU tensors."""
+        """x (B,3,192,192) in [0,1] or (B,192,192,3) uint8 -> (regressors (B,2016,18), score_logits (B,2016,1)),
+        float32 CPU tensors."""
         out = self.graph.run(_nhwc(x, self.input_size))
         return torch.from_numpy(out["regressors"]), torch.from_numpy(out["scores"])
 
@@ -137,12 +159,14 @@ class LiteRTLandmarkNet:
     input_size = 224
     runtime = "litert"
     has_features = False
+    takes_uint8 = True  # also takes (B,224,224,3) uint8 crops 0..255
 
     def __init__(self, graph: LiteRTGraph) -> None:
         self.graph = graph
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x (B,3,224,224) -> landmarks (B,21,3), presence (B,), handedness (B,), world (B,21,3) (see LandmarkNet)."""
+        """x (B,3,224,224) in [0,1] or (B,224,224,3) uint8 -> landmarks (B,21,3), presence (B,), handedness (B,),
+        world (B,21,3) (see LandmarkNet)."""
         out = self.graph.run(_nhwc(x, self.input_size))
         b = x.shape[0]
         return {"landmarks": torch.from_numpy(out["landmarks"]).reshape(b, 21, 3),

@@ -43,6 +43,7 @@ from handos.foundation.roi import (
     crop_affine,
     crop_images,
     crop_images_cv2,
+    crop_images_cv2_uint8,
     project_landmarks,
     project_world,
     roi_from_box,
@@ -85,10 +86,14 @@ class _Images:
                 self._groups[k] = (idx, arr.to(self.device).permute(0, 3, 1, 2).to(torch.float32))
         return self._groups
 
+    def cv2_crops(self, exact: bool) -> bool:
+        """Whether crops are OpenCV's on the host arrays (exact resampling on the CPU, $HANDOS_CV2_CROPS not 0)."""
+        return exact and self.arrays is not None and os.environ.get("HANDOS_CV2_CROPS", "1") != "0"
+
     def crop(self, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
              exact: bool) -> torch.Tensor:
         """Crops (N,3,size,size) in 0..255 of ROIs (N,5) px on images image_index (N,)."""
-        if exact and self.arrays is not None and os.environ.get("HANDOS_CV2_CROPS", "1") != "0":
+        if self.cv2_crops(exact):
             return crop_images_cv2(self.arrays, image_index, rois, size, border)
         n = rois.shape[0]
         dev = next(iter(self.groups.values()))[1].device
@@ -101,6 +106,14 @@ class _Images:
             local = self.where[ii[sel]].to(dev)
             out[sel.to(dev)] = crop_images(t, local, rois[sel.to(rois.device)].to(dev), size, border, exact)
         return out
+
+    def net_input(self, net, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
+                  exact: bool) -> torch.Tensor | np.ndarray:
+        """A net's input for ROIs (N,5) on images image_index (N,): (N,size,size,3) uint8 OpenCV crops where the
+        net takes them (LiteRT: scaled into its input buffer, no float copy), else (N,3,size,size) floats in [0,1]."""
+        if getattr(net, "takes_uint8", False) and self.cv2_crops(exact):
+            return crop_images_cv2_uint8(self.arrays, image_index, rois, size, border)
+        return self.crop(image_index, rois, size, border, exact) / 255.0
 
 
 def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -241,13 +254,17 @@ class Foundation:
             return int(self.config.batch_size)
         return 8 if self.device.type == "cpu" else 64
 
+    def _cast(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """A float input batch in the nets' dtype (uint8 crops for LiteRT pass as they are)."""
+        return x if isinstance(x, np.ndarray) else x.to(self.dtype)
+
     # ------------------------------------------------------------------ palm detection
-    def _run_palm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Palm net on letterboxed inputs (B,3,192,192) in [0,1], batched."""
+    def _run_palm(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Palm net on letterboxed inputs (B,3,192,192) in [0,1] (or `net_input`'s uint8 crops), batched."""
         regs, logits = [], []
         bs = self._batch_size()
         for s in range(0, x.shape[0], bs):
-            reg, logit = self.palm_net(x[s:s + bs].to(self.dtype))
+            reg, logit = self.palm_net(self._cast(x[s:s + bs]))
             regs.append(reg.float())
             logits.append(logit.float())
         if len(regs) == 1:
@@ -256,8 +273,10 @@ class Foundation:
 
     def _palm_candidates(self, imgs: _Images, idx: torch.Tensor, views: torch.Tensor, flip: bool = False):
         """Decoded palm candidates of square views (V,5) px of images idx (V,): boxes/keypoints in image px."""
-        x = imgs.crop(idx, views.to(self.device), PALM_SIZE, "zero", self.config.exact_resampling) / 255.0
-        regs, logits = self._run_palm(x.flip(-1) if flip else x)
+        x = imgs.net_input(self.palm_net, idx, views.to(self.device), PALM_SIZE, "zero", self.config.exact_resampling)
+        if flip:  # mirror the views left-right (NHWC uint8 or NCHW float)
+            x = np.ascontiguousarray(x[:, :, ::-1]) if isinstance(x, np.ndarray) else x.flip(-1)
+        regs, logits = self._run_palm(x)
         boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (V,A,...) normalised
         if flip:
             boxes = torch.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1)
@@ -281,7 +300,7 @@ class Foundation:
         idx = torch.tensor(which, dtype=torch.long)
         sizes = imgs.sizes[idx]
         lb_rois, pads = letterbox_rois(sizes, PALM_SIZE)  # (b,5), (b,4)
-        x = imgs.crop(idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling) / 255.0
+        x = imgs.net_input(self.palm_net, idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling)
         regs, logits = self._run_palm(x)
         boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (b,A,..)
         # per image on the host (numpy): threshold, NMS, letterbox removal, ROI - a handful of palms, data-dependent
@@ -306,12 +325,12 @@ class Foundation:
         return out
 
     # ------------------------------------------------------------------ landmarks
-    def _run_landmarks(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Landmark net on crops (N,3,224,224) in [0,1], batched; outputs float32."""
+    def _run_landmarks(self, x: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """Landmark net on crops (N,3,224,224) in [0,1] (or `net_input`'s uint8 crops), batched; outputs float32."""
         outs: list[dict[str, torch.Tensor]] = []
         bs = self._batch_size()
         for s in range(0, x.shape[0], bs):
-            o = self.landmark_net(x[s:s + bs].to(self.dtype))
+            o = self.landmark_net(self._cast(x[s:s + bs]))
             outs.append({k: v.float() for k, v in o.items() if torch.is_tensor(v)})
         if len(outs) == 1:
             return outs[0]
@@ -405,7 +424,7 @@ class Foundation:
         flat = [(i, c) for i, cands in enumerate(rois_in) for c in cands]
         rois_t = torch.stack([c.roi.double().to(self.device) for _, c in flat])  # (M,5) float64
         img_t = torch.tensor([i for i, _ in flat], dtype=torch.long)
-        crops = imgs.crop(img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling) / 255.0
+        crops = imgs.net_input(self.landmark_net, img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling)
         lm = self._run_landmarks(crops)
         presence = lm["presence"]
         boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)

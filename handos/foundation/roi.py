@@ -188,12 +188,12 @@ def crop_images(images: torch.Tensor, image_index: torch.Tensor, rois: torch.Ten
     return out
 
 
-def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor, size: int,
-                    border: str = "replicate") -> torch.Tensor:
-    """`crop_images` with exact resampling on the CPU, done by OpenCV itself: (H,W,3) uint8 arrays -> (N,3,S,S).
+def crop_images_cv2_uint8(images: list, image_index: torch.Tensor, rois: torch.Tensor, size: int,
+                          border: str = "replicate") -> np.ndarray:
+    """`crop_images` with exact resampling on the CPU, done by OpenCV itself: (H,W,3) uint8 arrays -> (N,S,S,3) uint8.
 
     cv2.warpAffine(INTER_LINEAR) with the `crop_affine` map is what MediaPipe's CPU graph runs, so this is
-    exact by construction and ~10x faster than the torch emulation at batch 1. Values 0..255 float32.
+    exact by construction and ~10x faster than the torch emulation at batch 1.
     """
     import cv2
 
@@ -205,7 +205,13 @@ def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor,
     for k in range(n):  # one call per crop: OpenCV has no batched warp
         cv2.warpAffine(images[idx[k]], maps[k], (size, size), dst=out[k], flags=cv2.INTER_LINEAR,
                        borderMode=mode, borderValue=(0, 0, 0))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+    return out
+
+
+def crop_images_cv2(images: list, image_index: torch.Tensor, rois: torch.Tensor, size: int,
+                    border: str = "replicate") -> torch.Tensor:
+    """`crop_images_cv2_uint8` as (N,3,S,S) float32 values 0..255 (channels-last memory)."""
+    return torch.from_numpy(crop_images_cv2_uint8(images, image_index, rois, size, border)).permute(0, 3, 1, 2).float()
 
 
 def project_landmarks(landmarks: Array, rois: Array, size: int = 224, normalize_z: float = 0.4) -> tuple[Array, Array]:
