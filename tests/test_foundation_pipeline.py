@@ -107,6 +107,25 @@ def test_decode_hand_made_regressors():
     assert torch.isfinite(scores).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), min_score=st.floats(0.0, 1.0))
+def test_decode_above_is_decode_detections_on_the_kept_anchors(seed, min_score):
+    """The host decode of one image's anchors at or above a score equals the full decode's rows, bit for bit."""
+    from handos.foundation.palm import decode_above, decode_tables, palm_scores
+
+    g = torch.Generator().manual_seed(seed)
+    reg = torch.randn(2, 2016, 18, generator=g) * 40
+    logits = torch.randn(2, 2016, 1, generator=g) * 3
+    tables = decode_tables(palm_anchors())
+    boxes, kps, scores = decode_detections(reg, logits, tables)
+    assert torch.equal(scores, palm_scores(logits))
+    for j in range(2):
+        b, k, s = decode_above(reg[j].numpy(), scores[j].numpy(), tables, min_score)
+        keep = scores[j] >= min_score
+        assert np.array_equal(b, boxes[j][keep].numpy()) and np.array_equal(k, kps[j][keep].numpy())
+        assert np.array_equal(s, scores[j][keep].numpy()) and b.shape == (int(keep.sum()), 4) and k.shape[1:] == (7, 2)
+
+
 def _det(boxes, scores, kp_offset=0.0):
     b = torch.tensor(boxes, dtype=torch.float32)
     k = (b[:, None, :2] + kp_offset).expand(-1, 7, 2).clone()

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handos.geometry import box_iou, to_host, xp_of
+from handos.geometry import Array, box_iou, to_host, xp_of
 
 __all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
-           "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
+           "palm_scores", "decode_above", "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,14 @@ def decode_tables(anchors: torch.Tensor, opts: DetectorOptions = PALM_OPTIONS,
         keypoint_center=a[:, :2].repeat(1, n).contiguous())
 
 
+def palm_scores(score_logits: torch.Tensor, opts: DetectorOptions = PALM_OPTIONS) -> torch.Tensor:
+    """Score logits (B,A,1) -> scores (B,A): the sigmoid of the clipped logits."""
+    logits = score_logits[..., 0]
+    if opts.score_clipping_thresh:
+        logits = logits.clamp(-opts.score_clipping_thresh, opts.score_clipping_thresh)
+    return torch.sigmoid(logits)
+
+
 def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anchors: torch.Tensor | DecodeTables,
                       opts: DetectorOptions = PALM_OPTIONS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw outputs (B,A,18), (B,A,1) -> boxes (B,A,4) xyxy, keypoints (B,A,7,2) (normalised), scores (B,A).
@@ -104,16 +112,40 @@ def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anch
     anchors: (A,4) [cx, cy, w, h], or their `decode_tables` (what a caller decoding many batches keeps).
     """
     t = anchors if isinstance(anchors, DecodeTables) else decode_tables(anchors, opts, regressors.dtype)
+    boxes, kp = _decode_rows(regressors, t.anchor_center, t.anchor_size, t.box_scale, t.size_scale,
+                             t.keypoint_scale, t.keypoint_size, t.keypoint_center, opts)
+    return boxes, kp, palm_scores(score_logits, opts)
+
+
+def decode_above(regressors: np.ndarray, scores: np.ndarray, tables: DecodeTables, min_score: float,
+                 opts: DetectorOptions = PALM_OPTIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's anchors scoring >= min_score, decoded on the host: regressors (A,18) and `palm_scores` (A,)
+    as numpy -> boxes (m,4) xyxy, keypoints (m,7,2) (normalised), scores (m,), in anchor order.
+
+    The same float32 operations as `decode_detections` on the kept rows only (a handful of 2016), so the values
+    are identical; the tables live on the CPU.
+    """
+    keep = np.flatnonzero(scores >= min_score)
+    t = [to_host(v) for v in (tables.anchor_center, tables.anchor_size, tables.box_scale, tables.size_scale,
+                              tables.keypoint_scale, tables.keypoint_size, tables.keypoint_center)]
+    for i in (0, 1, 5, 6):  # the per-anchor tables
+        t[i] = t[i][keep]
+    boxes, kp = _decode_rows(regressors[keep], *t, opts)
+    return boxes, kp, scores[keep]
+
+
+def _decode_rows(regressors: Array, anchor_center: Array, anchor_size: Array, box_scale: Array, size_scale: Array,
+                 keypoint_scale: Array, keypoint_size: Array, keypoint_center: Array,
+                 opts: DetectorOptions) -> tuple[Array, Array]:
+    """Regressor rows (…,A,18) -> boxes (…,A,4) xyxy and keypoints (…,A,n,2), numpy or torch, with the tables'
+    rows matching the regressors' (see DecodeTables)."""
     o = opts.box_coord_offset
-    center = regressors[..., o:o + 2] / t.box_scale * t.anchor_size + t.anchor_center  # (B,A,2)
-    wh = regressors[..., o + 2:o + 4] / t.size_scale * t.anchor_size
-    boxes = torch.cat([center - wh / 2, center + wh / 2], -1)  # (B,A,4) xmin, ymin, xmax, ymax
+    center = regressors[..., o:o + 2] / box_scale * anchor_size + anchor_center  # (…,A,2)
+    wh = regressors[..., o + 2:o + 4] / size_scale * anchor_size
+    boxes = xp_of(regressors).concatenate([center - wh / 2, center + wh / 2], -1)  # (…,A,4) xmin, ymin, xmax, ymax
     k, n = opts.keypoint_coord_offset, opts.num_keypoints
-    kp = (regressors[..., k:k + 2 * n] / t.keypoint_scale * t.keypoint_size + t.keypoint_center)  # (B,A,2n)
-    logits = score_logits[..., 0]
-    if opts.score_clipping_thresh:
-        logits = logits.clamp(-opts.score_clipping_thresh, opts.score_clipping_thresh)
-    return boxes, kp.unflatten(-1, (n, 2)), torch.sigmoid(logits)
+    kp = regressors[..., k:k + 2 * n] / keypoint_scale * keypoint_size + keypoint_center  # (…,A,2n)
+    return boxes, kp.reshape(kp.shape[:-1] + (n, 2))
 
 
 def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor,

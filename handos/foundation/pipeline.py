@@ -31,9 +31,11 @@ from handos.foundation.anchors import palm_anchors
 from handos.foundation.palm import (
     PALM_OPTIONS,
     PalmDetections,
+    decode_above,
     decode_detections,
     decode_tables,
     letterbox_rois,
+    palm_scores,
     remove_letterbox,
     weighted_nms_arrays,
 )
@@ -216,6 +218,9 @@ class Foundation:
         self.dtype = dtype
         self.anchors = palm_anchors(self.device, torch.float32)  # (2016,4)
         self.palm_decode = decode_tables(self.anchors, PALM_OPTIONS)  # per-anchor tables, built once
+        # the same on the CPU, for the host-side decode of each image's kept anchors (`decode_above`)
+        self.palm_decode_host = (self.palm_decode if self.device.type == "cpu"
+                                 else decode_tables(self.anchors.cpu(), PALM_OPTIONS))
         self.feature_dim = int(getattr(landmark_net, "feature_dim", 1152))
 
     @classmethod
@@ -302,15 +307,16 @@ class Foundation:
         lb_rois, pads = letterbox_rois(sizes, PALM_SIZE)  # (b,5), (b,4)
         x = imgs.net_input(self.palm_net, idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling)
         regs, logits = self._run_palm(x)
-        boxes, kps, scores = decode_detections(regs, logits, self.palm_decode, PALM_OPTIONS)  # (b,A,..)
-        # per image on the host (numpy): threshold, NMS, letterbox removal, ROI - a handful of palms, data-dependent
-        b_all, k_all, s_all = (to_host(t) for t in (boxes, kps, scores))  # (b,A,...) views on the CPU
-        pads_h, wh_all = pads.numpy().astype(b_all.dtype), sizes.numpy().astype(b_all.dtype)  # (b,4), (b,2) W,H
+        # per image on the host (numpy): decode the anchors above threshold, NMS, letterbox removal, ROI - a handful
+        # of palms, data-dependent; the recall booster's letterbox candidates go down to its own threshold
+        low = cfg.min_detection_score if boost == "off" else min(cfg.min_detection_score, cfg.boost_min_score)
+        r_all, s_all = to_host(regs), to_host(palm_scores(logits, PALM_OPTIONS))  # (b,A,18), (b,A)
+        candidates = [decode_above(r_all[j], s_all[j], self.palm_decode_host, low, PALM_OPTIONS) for j in range(len(which))]
+        pads_h, wh_all = pads.numpy().astype(r_all.dtype), sizes.numpy().astype(r_all.dtype)  # (b,4), (b,2) W,H
         out, palm_px = [], []
-        for j in range(len(which)):
-            keep = s_all[j] >= cfg.min_detection_score
-            det = PalmDetections(*weighted_nms_arrays(b_all[j][keep], k_all[j][keep], s_all[j][keep], cfg.nms_iou,
-                                                      max_hands))
+        for j, (b_j, k_j, s_j) in enumerate(candidates):
+            keep = s_j >= cfg.min_detection_score
+            det = PalmDetections(*weighted_nms_arrays(b_j[keep], k_j[keep], s_j[keep], cfg.nms_iou, max_hands))
             det = remove_letterbox(det, pads_h[j])
             box_px, kp_px = det.boxes * np.tile(wh_all[j], 2), det.keypoints * wh_all[j]
             rois = roi_from_palm(box_px.astype(np.float64), kp_px.astype(np.float64))
@@ -320,7 +326,7 @@ class Foundation:
             def palm_candidates(pos: torch.Tensor, views: torch.Tensor, flip: bool = False):
                 return self._palm_candidates(imgs, idx[pos], views, flip)
 
-            out = add_recall_candidates(out, palm_px, (boxes, kps, scores), lb_rois, sizes, max_hands, cfg, boost,
+            out = add_recall_candidates(out, palm_px, candidates, lb_rois, sizes, max_hands, cfg, boost,
                                         palm_candidates)
         return out
 

@@ -91,13 +91,13 @@ def _selected(j: int, boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarr
     return j, boxes, keypoints, scores[keep]
 
 
-def _letterbox_candidates(letterbox_raw: tuple, lb_rois: torch.Tensor, images: list[int],
-                          min_score: float) -> list[ViewCandidates]:
-    """MediaPipe's own letterbox pass (normalised decode (b,A,...)) as candidates of `images`, in image px."""
-    b0, k0, s0 = (to_host(t) for t in letterbox_raw)
+def _letterbox_candidates(letterbox: list[tuple[np.ndarray, np.ndarray, np.ndarray]], lb_rois: torch.Tensor,
+                          images: list[int], min_score: float) -> list[ViewCandidates]:
+    """MediaPipe's own letterbox pass (per image: normalised boxes, keypoints, scores) as candidates of `images`,
+    in image px."""
     v0 = to_host(lb_rois).astype(np.float32)
     side, org = v0[:, 2], v0[:, :2] - v0[:, 2:4] / 2  # (b,), (b,2)
-    return [_selected(j, b0[j], k0[j], s0[j], min_score, (side[j], org[j])) for j in images]
+    return [_selected(j, *letterbox[j], min_score, (side[j], org[j])) for j in images]
 
 
 def _view_candidates(sizes: torch.Tensor, view_for: list[int], lb_rois: torch.Tensor, config: FoundationConfig,
@@ -142,13 +142,15 @@ def _image_candidates(j: int, cands: list[ViewCandidates], base: PalmRois, base_
             torch.cat([f0, torch.ones(len(scores), dtype=torch.bool, device=f0.device)]))
 
 
-def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], letterbox_raw: tuple,
+def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor],
+                          letterbox: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                           lb_rois: torch.Tensor, sizes: torch.Tensor, max_hands: int, config: FoundationConfig,
                           mode: str, palm_candidates: PalmCandidates) -> list[PalmRois]:
     """Append recall-boost palm ROIs (is_boost True) after MediaPipe's own, per image of the batch.
 
     base: MediaPipe's (rois, scores, is_boost) per image; base_palms: its palm boxes (k,4) px per image;
-    letterbox_raw: the letterbox pass's decoded (boxes, keypoints, scores), normalised; lb_rois (b,5) the
+    letterbox: the letterbox pass's decoded anchors per image (boxes (m,4), keypoints (m,7,2), scores (m,)),
+    normalised, in anchor order, at least those down to boost_min_score (`palm.decode_above`); lb_rois (b,5) the
     letterbox views; sizes (b,2) W,H; mode: one of RECALL_MODES but "off";
     palm_candidates(image_index, views, flip=False): the palm detector on square views of those images.
     """
@@ -159,7 +161,7 @@ def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor], 
     # "fast": extra views only where MediaPipe found nothing (measured on the real sets, the zoomed-out
     # view never added a hand next to one MediaPipe found; tiles did once, on a 1280x720 image)
     view_for = [j for j in need if mode != "fast" or base[j][0].shape[0] == 0]
-    cands = _letterbox_candidates(letterbox_raw, lb_rois, need, config.boost_min_score)
+    cands = _letterbox_candidates(letterbox, lb_rois, need, config.boost_min_score)
     cands += _view_candidates(sizes, view_for, lb_rois, config, mode, palm_candidates)
     needed = set(need)
     return [_image_candidates(j, cands, base[j], base_palms[j], config, max_hands) if j in needed else base[j]
