@@ -449,7 +449,7 @@ class Foundation:
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=world.to(dev),
-            features=_to(lm.get("features"), dev), crop_affine=crop_affine(rois_t, LANDMARK_SIZE).float().to(dev),
+            features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(crop_affine(to_host(rois_t), LANDMARK_SIZE)).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
             next_roi=torch.as_tensor(roi_from_landmarks(to_host(joints.double()))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
