@@ -354,3 +354,41 @@ def test_infer_runs_in_inference_mode_only_without_grad(decoder, batch, hand_mod
             batch.joints_2d, batch.joints_z, batch.joint_conf, batch.camera, batch.world)))))  # traced
     out = step.infer(batch)
     assert not out[4].is_inference() and out[4].requires_grad
+
+
+def test_given_landmark_roi_is_used_and_matches_the_computed_one(decoder, batch, hand_model):
+    """DecoderInput.landmark_roi (the foundation's next_roi in the pipeline) replaces the decoder's own
+    landmark_roi: the same ROI gives the same outputs, traced or not; another ROI gives other outputs; and the
+    foundation's next_roi is that ROI to float32 rounding."""
+    from dataclasses import replace
+
+    from handos.foundation.roi import roi_from_landmarks
+    from handos.model.pipeline import DecodeStep
+
+    roi = landmark_roi(batch.joints_2d)
+    with torch.no_grad():
+        plain, given = decoder(batch), decoder(replace(batch, landmark_roi=roi))
+        assert torch.equal(plain.vertices, given.vertices) and torch.equal(plain.cam_t, given.cam_t)
+        moved = decoder(replace(batch, landmark_roi=roi + torch.tensor([5.0, 0.0, 0.0, 0.0, 0.0])))
+        assert not torch.allclose(moved.joints_2d, plain.joints_2d)
+        template = (hand_model.rest_vertices.float(), hand_model.rest_joints.float(), hand_model.skin_weights.float())
+        step = DecodeStep(decoder, template, fit_camera=True)
+        one = DecoderInput(*(v[:1] for v in (batch.joints_2d, batch.joints_z, batch.joint_conf, batch.camera,
+                                              batch.world)))
+        for a, b in zip(step.infer(one), step.infer(replace(one, landmark_roi=landmark_roi(one.joints_2d)))):
+            assert torch.equal(a, b)
+    mp = torch.as_tensor(roi_from_landmarks(batch.joints_2d.double().numpy())).float()
+    assert torch.allclose(mp[:, :4], roi[:, :4], atol=1e-3)
+    assert torch.allclose(torch.remainder(mp[:, 4] - roi[:, 4] + math.pi, 2 * math.pi) - math.pi,
+                          torch.zeros(len(roi)), atol=1e-5)
+
+
+def test_chirality_is_the_determinant():
+    """chirality's triple product equals the determinant of [middle1-wrist, index1-pinky1, thumb2-wrist]."""
+    joints = torch.randn(64, 21, 3, dtype=torch.float64)
+    a, b, c = joints[:, 9] - joints[:, 0], joints[:, 5] - joints[:, 17], joints[:, 2] - joints[:, 0]
+    det = torch.linalg.det(torch.stack([a, b, c], -1))
+    norms = a.norm(dim=-1) * b.norm(dim=-1) * c.norm(dim=-1)
+    torch.testing.assert_close(chirality(joints, soft=True), det / norms)
+    assert torch.equal(chirality(joints), torch.sign(det))
+    assert (chirality(joints.numpy()) == torch.sign(det).numpy()).all()

@@ -37,7 +37,8 @@ def chirality(joints: Array, soft: bool = False) -> Array:
     a = joints[..., 9, :] - joints[..., 0, :]  # (..., 3)
     b = joints[..., 5, :] - joints[..., 17, :]
     c = joints[..., 2, :] - joints[..., 0, :]
-    det = xp.linalg.det(xp.stack([a, b, c], -1))  # (...,) columns a, b, c
+    bxc = torch.linalg.cross(b, c) if isinstance(b, torch.Tensor) else np.cross(b, c)
+    det = (a * bxc).sum(-1)  # (...,) det[a, b, c] as the triple product a . (b x c): no LU factorisation
     if not soft:
         return xp.sign(det)
     if isinstance(joints, torch.Tensor):

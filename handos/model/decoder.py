@@ -77,6 +77,9 @@ class DecoderInput:
     camera: torch.Tensor  # (N,4) [fx,fy,cx,cy] px
     world: torch.Tensor | None = None  # (N,21,3) m, hand-centred, camera-aligned axes
     roi: torch.Tensor | None = None  # (N,5) the foundation's ROI (informative; the decoder uses landmark_roi)
+    # (N,5) landmark_roi(joints_2d) when the caller already has it (the foundation's next_roi: the same MediaPipe
+    # rule, equal to float32 rounding); None: the decoder computes it
+    landmark_roi: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> DecoderInput:
         """Copy onto a device/dtype."""
@@ -115,11 +118,13 @@ def decoder_inputs_from_foundation(fout, cameras: torch.Tensor) -> DecoderInput:
     conf = torch.as_tensor(presence, dtype=torch.float32, device=j2d.device).reshape(n, 1).expand(n, NUM_JOINTS)
     world = getattr(fout, "world", None)
     roi = getattr(fout, "roi", None)
+    next_roi = getattr(fout, "next_roi", None)  # MediaPipe's ROI of these landmarks: the decoder's landmark_roi
     return DecoderInput(
         joints_2d=j2d, joints_z=torch.as_tensor(fout.joints_z, dtype=torch.float32, device=j2d.device),
         joint_conf=conf.contiguous(), camera=cams,
         world=None if world is None else torch.as_tensor(world, dtype=torch.float32, device=j2d.device),
-        roi=None if roi is None else torch.as_tensor(roi, dtype=torch.float32, device=j2d.device))
+        roi=None if roi is None else torch.as_tensor(roi, dtype=torch.float32, device=j2d.device),
+        landmark_roi=None if next_roi is None else torch.as_tensor(next_roi, dtype=torch.float32, device=j2d.device))
 
 
 # buffers that describe the mesh (from the hand model at training time; saved with the weights)
@@ -266,7 +271,8 @@ class HandOSDecoder(nn.Module):
         cfg = self.config
         j2d, cam = inp.joints_2d, inp.camera.unsqueeze(1)  # (N,21,2) px, (N,1,4)
         nj = NUM_JOINTS
-        roi = landmark_roi(j2d).detach()  # (N,5) square ROI from the landmarks themselves
+        roi = (landmark_roi(j2d) if inp.landmark_roi is None else inp.landmark_roi).detach()  # (N,5) square ROI
+        # from the landmarks themselves
         box = roi.unsqueeze(1)
         centre, size = box[..., :2], box[..., 2:3]  # (N,1,2) px, (N,1,1) px
         rot = rotation_z(roi[..., 4])  # (N,3,3) ROI frame -> camera axes; points (row vectors) @ rot: into the ROI frame

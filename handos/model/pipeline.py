@@ -293,7 +293,8 @@ class HandOS:
 class DecodeStep(torch.nn.Module):
     """Decoder, camera x,y refit and mesh for N hands as plain tensors (so TorchScript can trace it).
 
-    forward(joints_2d (N,21,2), joints_z (N,21), joint_conf (N,21), camera (N,4), world (N,21,3)) ->
+    forward(joints_2d (N,21,2), joints_z (N,21), joint_conf (N,21), camera (N,4), world (N,21,3),
+    landmark_roi (N,5) or None) ->
     (keypoints (N,21,2) px, keypoint scores (N,21), joints (N,21,3) m camera frame, cam_t (N,3) m,
     vertices (N,V,3) m camera frame, is_left (N,) bool, handedness score (N,)).
     """
@@ -313,13 +314,13 @@ class DecodeStep(torch.nn.Module):
             self.register_buffer("skin_basis", skinning_basis(rest_vertices, rest_joints, skin_weights), persistent=False)
 
     def forward(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
-                world: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """See the class docstring."""
+                world: torch.Tensor, landmark_roi: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """See the class docstring; landmark_roi (N,5): DecoderInput.landmark_roi (None: computed)."""
         from handos.model.camera_fit import fit_translation
         from handos.model.decoder import DecoderInput
         from handos.model.skinned_mesh import skin_to_joints
 
-        dec = self.decoder(DecoderInput(joints_2d, joints_z, joint_conf, camera, world))
+        dec = self.decoder(DecoderInput(joints_2d, joints_z, joint_conf, camera, world, landmark_roi=landmark_roi))
         joints, cam_t = dec.joints_3d, dec.cam_t
         if self.fit_camera:  # slide each hand (x, y) so its 3D joints reproject onto its refined 2D joints
             cam_t = fit_translation(joints, dec.joints_2d, dec.joints_2d_score, camera, cam_t, fit_depth=False)
@@ -335,8 +336,11 @@ class DecodeStep(torch.nn.Module):
         TorchScript trace per number of hands (~40% less time per call at 1-2 hands, where Python overhead
         dominates; bigger batches run eagerly). $HANDOS_FAST_REPLAY=0 turns tracing off.
         """
+        from handos.model.geometry import landmark_roi
+
         world = inp.world if inp.world is not None else torch.zeros_like(inp.joints_2d[..., :1]).expand(-1, -1, 3)
-        args = (inp.joints_2d, inp.joints_z, inp.joint_conf, inp.camera, world)
+        roi = inp.landmark_roi if inp.landmark_roi is not None else landmark_roi(inp.joints_2d).detach()
+        args = (inp.joints_2d, inp.joints_z, inp.joint_conf, inp.camera, world, roi)
         if torch.is_grad_enabled():
             return self(*args)
         n = int(inp.joints_2d.shape[0])
