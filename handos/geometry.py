@@ -178,14 +178,16 @@ def box_iou(a: Array, b: Array) -> Array:
         dtype = np.result_type(a, b) if np.issubdtype(np.result_type(a, b), np.floating) else np.float64
         a, b = a.astype(dtype, copy=False).reshape(-1, 4), b.astype(dtype, copy=False).reshape(-1, 4)
     xp = xp_of(a)
+    # numpy's np.maximum(x, 0) is the same as clip(min=0) at a fraction of the call's cost
+    pos = (lambda x: x.clamp(min=0)) if xp is torch else (lambda x: np.maximum(x, 0))  # noqa: E731
     # x and y apart, not as (N, M, 2) pairs: ops over a last axis of 2 cost several times more on small inputs
     ix = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])  # (N, M)
     iy = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])
-    inter = ix.clip(min=0) * iy.clip(min=0)  # (N, M)
-    area_a = (a[:, 2] - a[:, 0]).clip(min=0) * (a[:, 3] - a[:, 1]).clip(min=0)  # (N,)
-    area_b = (b[:, 2] - b[:, 0]).clip(min=0) * (b[:, 3] - b[:, 1]).clip(min=0)  # (M,)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return xp.where(union > 0, inter / union.clip(min=1e-12), xp.zeros_like(inter))
+    inter = pos(ix) * pos(iy)  # (N, M)
+    area_a = pos(a[:, 2] - a[:, 0]) * pos(a[:, 3] - a[:, 1])  # (N,)
+    area_b = pos(b[:, 2] - b[:, 0]) * pos(b[:, 3] - b[:, 1])  # (M,)
+    union = area_a[:, None] + area_b[None, :] - inter  # >= inter >= 0, and 0 only where inter is
+    return inter / (union.clamp(min=1e-12) if xp is torch else np.maximum(union, 1e-12))
 
 
 __all__ = ["Array", "apply_similarity", "as_float", "axis_angle_to_matrix", "box_iou", "det3", "intrinsics_of",

@@ -171,7 +171,8 @@ def add_recall_candidates(base: list[PalmRois], base_palms: list[torch.Tensor],
 def confirm_recall(out: FoundationOutput, config: FoundationConfig, max_hands: int) -> FoundationOutput:
     """Keep boosted hands the landmark net confirms (presence >= boost_min_presence, which becomes their
     score: their palm score is low by construction) and that repeat no kept hand; cap max_hands per image."""
-    if not bool(out.boosted.any()) and bool((torch.bincount(out.image_index, minlength=1) <= 1).all()):
+    image_index = to_host(out.image_index)  # the check on the host: a few hands, numpy's ops cost less
+    if not to_host(out.boosted).any() and (len(image_index) < 2 or np.bincount(image_index).max() <= 1):
         return out  # one MediaPipe hand per image at most: nothing to confirm, repeat or cap
     out = out.select(~out.boosted | (out.presence >= config.boost_min_presence))
     out.score = torch.where(out.boosted, out.presence, out.score)
