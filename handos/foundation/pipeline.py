@@ -436,22 +436,23 @@ class Foundation:
         boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
         rois_f = rois_t.float()
         rois_lm = to_host(rois_f)  # the per-hand geometry in numpy on the host (tiny: views on the CPU)
-        joints, z = (torch.as_tensor(v) for v in project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE))
+        joints_h, z_h = project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE)  # (M,21,2), (M,21)
         world = torch.as_tensor(project_world(to_host(lm["world"]), rois_lm[:, 4]))
-        score = torch.tensor([c.score for _, c in flat], dtype=torch.float32, device=presence.device)
-        score = torch.where(torch.isnan(score), presence, score)  # carried ROIs: presence is the score
-        lo, hi = joints.amin(1), joints.amax(1)  # (M,2)
-        pad = (hi - lo).amax(-1, keepdim=True) * cfg.box_pad
-        box = torch.cat([lo - pad, hi + pad], -1)
+        palm_score = np.array([c.score for _, c in flat], dtype=np.float32)
+        score = np.where(np.isnan(palm_score), to_host(presence), palm_score)  # carried ROIs: presence is the score
+        lo, hi = joints_h.min(1), joints_h.max(1)  # (M,2)
+        pad = (hi - lo).max(-1, keepdims=True) * cfg.box_pad
+        box = torch.from_numpy(np.concatenate([lo - pad, hi + pad], -1))
+        joints, z = torch.as_tensor(joints_h), torch.as_tensor(z_h)
         dev = self.device
         return FoundationOutput(
-            image_index=img_t.to(dev), score=score.to(dev), box=box.to(dev), roi=rois_f.to(dev),
+            image_index=img_t.to(dev), score=torch.from_numpy(score).to(dev), box=box.to(dev), roi=rois_f.to(dev),
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=world.to(dev),
             features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(crop_affine(to_host(rois_t), LANDMARK_SIZE)).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
-            next_roi=torch.as_tensor(roi_from_landmarks(to_host(joints.double()))).float().to(dev),
+            next_roi=torch.as_tensor(roi_from_landmarks(joints_h.astype(np.float64))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )
 
