@@ -314,6 +314,39 @@ def test_batched_crops_equal_per_image_crops(textured_images, opencv, monkeypatc
         assert torch.equal(batched[0], torch.from_numpy(ref).permute(2, 0, 1).float())
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), h=st.integers(8, 300), w=st.integers(8, 300),
+       cx=st.floats(-1.0, 2.0), cy=st.floats(-1.0, 2.0), side=st.floats(0.05, 3.0), aspect=st.floats(0.5, 2.0),
+       rot=st.floats(-7.0, 7.0), size=st.sampled_from([224, 192, 37]))
+def test_opencv_crops_equal_warp_affine_bit_for_bit(seed, h, w, cx, cy, side, aspect, rot, size):
+    """The OpenCV crops (replicate-padded source where the ROI leaves the image, shifted inverse map) are
+    cv2.warpAffine's own crops of the whole image, for ROIs inside, across the edge and far outside."""
+    from handos.foundation.roi import crop_images_cv2_uint8
+
+    im = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    s = side * max(h, w)
+    roi = np.array([[cx * w, cy * h, s, s * aspect, rot]])
+    m = crop_affine(roi, size)[0]
+    for border, cvb in (("replicate", cv2.BORDER_REPLICATE), ("zero", cv2.BORDER_CONSTANT)):
+        mine = crop_images_cv2_uint8([im], torch.zeros(1, dtype=torch.long), torch.from_numpy(roi), size, border)[0]
+        ref = cv2.warpAffine(im, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cvb, borderValue=(0, 0, 0))
+        assert np.array_equal(mine, ref), (border, roi, np.abs(mine.astype(int) - ref).max())
+
+
+def test_replicate_padded_source_pads_only_what_the_crop_samples():
+    """Inside the image: the image itself; across the edge: a small padded copy; far outside: the image."""
+    from handos.foundation.roi import opencv_inverse_affine, replicate_padded_source
+
+    im = np.zeros((100, 200, 3), np.uint8)
+    for roi, padded in (([100.0, 50.0, 40.0, 40.0, 0.3], False), ([5.0, 50.0, 60.0, 60.0, 0.0], True),
+                        ([100.0, 50.0, 5000.0, 5000.0, 0.0], False), ([900.0, 50.0, 40.0, 40.0, 0.0], False)):
+        inv = opencv_inverse_affine(crop_affine(np.array([roi]), 64)[0])
+        src, m = replicate_padded_source(im, inv, 64)
+        assert (src is not im) == padded, roi
+        if padded:
+            assert src.shape[0] * src.shape[1] < 80 * 80 and np.array_equal(m[:, :2], inv[:, :2])
+
+
 # ----------------------------------------------------------------------------- pipeline with stand-in nets
 class _FakePalm(torch.nn.Module):
     """Palm net stand-in: one confident palm per image at a fixed letterbox position (counts its calls)."""

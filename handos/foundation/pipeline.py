@@ -110,11 +110,12 @@ class _Images:
         return out
 
     def net_input(self, net, image_index: torch.Tensor, rois: torch.Tensor, size: int, border: str,
-                  exact: bool) -> torch.Tensor | np.ndarray:
+                  exact: bool, maps: np.ndarray | None = None) -> torch.Tensor | np.ndarray:
         """A net's input for ROIs (N,5) on images image_index (N,): (N,size,size,3) uint8 OpenCV crops where the
-        net takes them (LiteRT: scaled into its input buffer, no float copy), else (N,3,size,size) floats in [0,1]."""
+        net takes them (LiteRT: scaled into its input buffer, no float copy), else (N,3,size,size) floats in [0,1].
+        maps: the ROIs' `crop_affine` (N,2,3) float64 when the caller has them (the OpenCV crops use them)."""
         if getattr(net, "takes_uint8", False) and self.cv2_crops(exact):
-            return crop_images_cv2_uint8(self.arrays, image_index, rois, size, border)
+            return crop_images_cv2_uint8(self.arrays, image_index, rois, size, border, maps)
         return self.crop(image_index, rois, size, border, exact) / 255.0
 
 
@@ -430,7 +431,9 @@ class Foundation:
         flat = [(i, c) for i, cands in enumerate(rois_in) for c in cands]
         rois_t = torch.stack([c.roi.double().to(self.device) for _, c in flat])  # (M,5) float64
         img_t = torch.tensor([i for i, _ in flat], dtype=torch.long)
-        crops = imgs.net_input(self.landmark_net, img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling)
+        maps = crop_affine(to_host(rois_t), LANDMARK_SIZE)  # (M,2,3) float64 image px -> crop px
+        crops = imgs.net_input(self.landmark_net, img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling,
+                               maps)
         lm = self._run_landmarks(crops)
         presence = lm["presence"]
         boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
@@ -450,7 +453,7 @@ class Foundation:
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=world.to(dev),
-            features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(crop_affine(to_host(rois_t), LANDMARK_SIZE)).float().to(dev),
+            features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(maps).float().to(dev),
             roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
             next_roi=torch.as_tensor(roi_from_landmarks(joints_h.astype(np.float64))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
