@@ -18,8 +18,8 @@ import importlib
 RECALL_MODES = ("off", "fast", "full", "search")
 # what runs the two nets (handos.foundation.runtime); here for the same reason
 RUNTIMES = ("auto", "torch", "litert")
-RUNTIME_HELP = ("what runs the palm detector and landmark net: auto (default: LiteRT/XNNPACK on the CPU when "
-                "ai-edge-litert is installed, else torch), torch, or litert (CPU only)")
+RUNTIME_HELP = ("what runs the palm detector, landmark net and decoder trunk: auto (default: LiteRT/XNNPACK on the "
+                "CPU when ai-edge-litert is installed, else torch), torch, or litert (CPU only)")
 # the most extra landmark passes FoundationConfig.landmark_passes allows; here for the same reason
 MAX_LANDMARK_PASSES = 4
 

@@ -268,6 +268,12 @@ class HandOSDecoder(nn.Module):
 
     def forward(self, inp: DecoderInput) -> DecoderOutput:
         """Decode N hands; see DecoderOutput for shapes."""
+        evidence, instance, u, roi, rot = self.encode(inp)
+        return self.decode(inp, roi, rot, u, *self.trunk(evidence, instance, u))
+
+    def encode(self, inp: DecoderInput) -> tuple[torch.Tensor, ...]:
+        """The evidence in each hand's ROI frame (geometry, no weights) -> (evidence (N,21,E) per joint,
+        instance (N,1,I) whole-hand summary, u (N,21,2) joints in the ROI frame, roi (N,5), rot (N,3,3))."""
         cfg = self.config
         j2d, cam = inp.joints_2d, inp.camera.unsqueeze(1)  # (N,21,2) px, (N,1,4)
         nj = NUM_JOINTS
@@ -291,23 +297,45 @@ class HandOSDecoder(nn.Module):
             w = (world - world.narrow(1, 0, 1)) @ rot / WORLD_UNIT_M  # (N,21,3) ROI frame
             ev.append(w)
             inst.append(w.flatten(1).unsqueeze(1))
-        x = self.evidence(torch.cat(ev, -1)) + self.joint_embed + self.instance(torch.cat(inst, -1))  # (N,21,d)
+        return torch.cat(ev, -1), torch.cat(inst, -1), u, roi, rot
+
+    def trunk(self, evidence: torch.Tensor, instance: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The network: `encode`'s evidence (N,21,E), instance (N,1,I), u (N,21,2) -> the heads' raw outputs
+        (head_2d (N,21,3): du, dv, score logit; head_joint3d (N,21,3); head_vertex (N,V',3); head_camera (N,1,1)).
+        `litert_decoder.trunk_tflite` writes the same as a TFLite graph."""
+        nj = NUM_JOINTS
+        x = self.evidence(evidence) + self.joint_embed + self.instance(instance)  # (N,21,d)
         for layer in self.layers_2d:
             x = pre_norm_block(layer, x)  # (N,21,d)
         h2 = self.head_2d(self.norm_2d(x))  # (N,21,3)
-        u_ref = u + h2[..., :2]
-        x = x + self.refined_embed(u_ref)
+        x = x + self.refined_embed(u + h2[..., :2])
         # lifting: (V'+1) x 21 matrix over joint queries, plus per-query embeddings (the camera query has no template)
-        prior = self.vertex_embed + F.pad(self.template_embed(self.template[self.coarse_idx] / WORLD_UNIT_M), (0, 0, 0, 1))
-        t = torch.cat([x, self.lifting @ x + prior], 1)  # (N,21+V'+1,d)
+        t = torch.cat([x, self.lifting @ x + self.query_prior()], 1)  # (N,21+V'+1,d)
         for layer in self.layers_3d:
             t = pre_norm_block(layer, t, self.attn_bias)
         t_joint, t_vert, t_cam = self.norm_3d(t).split([nj, self.num_coarse, 1], 1)
+        return h2, self.head_joint3d(t_joint), self.head_vertex(t_vert), self.head_camera(t_cam)
+
+    def query_prior(self) -> torch.Tensor:
+        """(V'+1, d) embeddings of the vertex queries (their template position) and the camera query."""
+        return self.vertex_embed + F.pad(self.template_embed(self.template[self.coarse_idx] / WORLD_UNIT_M), (0, 0, 0, 1))
+
+    def decode(self, inp: DecoderInput, roi: torch.Tensor, rot: torch.Tensor, u: torch.Tensor, head_2d: torch.Tensor,
+               head_joint3d: torch.Tensor, head_vertex: torch.Tensor, head_camera: torch.Tensor) -> DecoderOutput:
+        """`trunk`'s heads -> DecoderOutput, in the frame of `encode`'s roi (N,5), rot (N,3,3), u (N,21,2)."""
+        cfg = self.config
+        cam = inp.camera.unsqueeze(1)  # (N,1,4)
+        box = roi.unsqueeze(1)
+        centre, size = box[..., :2], box[..., 2:3]  # (N,1,2) px, (N,1,1) px
+        r2 = rot[..., :2, :2]
+        f2, pp = cam[..., :2], cam[..., 2:]
+        focal = f2.mean(-1, keepdim=True)
+        u_ref = u + head_2d[..., :2]
         # 3D joints straight from the joint queries (auxiliary), then vertices = skinning-weighted
         # blend of those joints (the lifting prior) + a per-vertex offset read off the vertex queries
-        joints_aux = self.head_joint3d(t_joint) * WORLD_UNIT_M  # (N,21,3) m, ROI frame
+        joints_aux = head_joint3d * WORLD_UNIT_M  # (N,21,3) m, ROI frame
         joints_aux = joints_aux - joints_aux.narrow(1, 0, 1)
-        coarse = self.coarse_blend @ joints_aux + self.head_vertex(t_vert) * WORLD_UNIT_M  # (N,V',3) m, ROI frame
+        coarse = self.coarse_blend @ joints_aux + head_vertex * WORLD_UNIT_M  # (N,V',3) m, ROI frame
         # the mesh's joints in the output convention: joint map @ regressor @ upsampling, one (21,V') matrix
         joints = (self.joint_map @ self.joint_regressor @ self.upsample) @ coarse  # (N,21,3)
         root = joints.narrow(1, 0, 1)
@@ -316,13 +344,13 @@ class HandOSDecoder(nn.Module):
         back = rot.mT  # (N,3,3) ROI frame -> camera axes for row vectors
         joints, joints_aux = (joints - root) @ back, joints_aux @ back
         # camera: depth from the ROI size and focal, wrist xy back-projected from the refined 2D wrist
-        log_s = self.head_camera(t_cam)  # (N,1,1)
+        log_s = head_camera  # (N,1,1)
         tz = focal * cfg.depth_prior_m * torch.exp(log_s.clamp(-3, 3)) / size  # (N,1,1)
         j2d_ref = u_ref * size @ r2.mT + centre  # (N,21,2) px
         cam_t = torch.cat([(j2d_ref.narrow(1, 0, 1) - pp) / f2 * tz, tz], -1).flatten(1)  # (N,3)
         chi = chirality(joints, soft=True)
         return DecoderOutput(
-            joints_2d=j2d_ref if cfg.refine_2d else j2d, joints_2d_score=torch.sigmoid(h2[..., 2] + 2.0), vertices=verts,
+            joints_2d=j2d_ref if cfg.refine_2d else inp.joints_2d, joints_2d_score=torch.sigmoid(head_2d[..., 2] + 2.0), vertices=verts,
             joints_3d=joints_aux if cfg.joints_3d == "direct" else joints, cam_t=cam_t, is_left=chi > 0,
             handedness_score=0.5 + 0.5 * torch.tanh(cfg.chirality_gain * chi.abs()),
             aux={"joints_3d_aux": joints_aux, "joints_3d_mesh": joints, "coarse": coarse, "roi": roi, "u_ref": u_ref,

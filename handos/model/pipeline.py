@@ -74,7 +74,8 @@ class HandOS:
     """The whole model: image(s) in, a list of `Hand` per image out (image -> foundation -> decoder -> Hand)."""
 
     def __init__(self, foundation, decoder, device: torch.device, version: str, max_hands: int = 2,
-                 score_threshold: float = 0.5, fit_camera: bool = True, mesh: str = "skinned") -> None:
+                 score_threshold: float = 0.5, fit_camera: bool = True, mesh: str = "skinned",
+                 decoder_runtime: str = "torch") -> None:
         """Wrap a loaded foundation and decoder; use `handos.load()` rather than this.
 
         fit_camera: keep the decoder's depth but refit the camera translation's x, y so the 3D joints reproject
@@ -84,11 +85,19 @@ class HandOS:
         mesh: "skinned" (default) poses our hand model's template so its bones follow the decoder's 3D joints
         (the shipped decoder's own 64-coarse-vertex mesh keeps the pose but flattens the fingers); "decoder"
         returns the decoder's vertices as they are.
+        decoder_runtime: what runs the decoder's trunk at inference on the CPU: "torch" or "litert" (the same maths
+        as a TFLite graph written from the decoder's weights, `handos.model.litert_decoder`); `load` chooses it.
         """
         if mesh not in ("skinned", "decoder"):
             raise ModelError(f"mesh must be 'skinned' or 'decoder', got {mesh!r}")
         self.fit_camera = fit_camera
         self.mesh = mesh
+        if decoder_runtime not in ("torch", "litert"):
+            raise ModelError(f"decoder_runtime must be 'torch' or 'litert', got {decoder_runtime!r}")
+        self.decoder_runtime = decoder_runtime
+        from handos.foundation.runtime import default_threads
+
+        self.decoder_threads = default_threads()  # LiteRT's threads for the trunk: as the nets' (torch's count now)
         self.template = None
         if mesh == "skinned":
             from handos.hand import HandModel
@@ -220,11 +229,13 @@ class HandOS:
     def decode_step(self) -> DecodeStep:
         """The decoder + camera refit + mesh as one module (traced and frozen on the CPU), rebuilt when
         `decoder`, `mesh` or `fit_camera` change."""
-        key = (id(self.decoder), self.mesh, self.fit_camera)
+        key = (id(self.decoder), self.mesh, self.fit_camera, self.decoder_runtime)
         cached = self.__dict__.get("_step")
         if cached is None or cached[0] != key:
             template = self.template if self.mesh == "skinned" else None
-            cached = self.__dict__["_step"] = (key, DecodeStep(self.decoder, template, self.fit_camera))
+            trunk = self.decoder_runtime if self.device.type == "cpu" else "torch"
+            cached = self.__dict__["_step"] = (key, DecodeStep(self.decoder, template, self.fit_camera, trunk,
+                                                               self.decoder_threads))
         return cached[1]
 
     def hands_from_foundation(self, fout, cams: list[Camera], sizes: list[tuple[int, int]], threshold: float,
@@ -297,11 +308,15 @@ class DecodeStep(torch.nn.Module):
     landmark_roi (N,5) or None) ->
     (keypoints (N,21,2) px, keypoint scores (N,21), joints (N,21,3) m camera frame, cam_t (N,3) m,
     vertices (N,V,3) m camera frame, is_left (N,) bool, handedness score (N,)).
+    It is `encode` (geometry into each hand's ROI frame), the decoder's `trunk` (the network) and `finish`
+    (heads -> outputs, camera refit, skinning); with `trunk_runtime` "litert", `infer` runs the trunk on LiteRT
+    (`litert_decoder`) between the two traced halves.
     """
 
     TRACED_HANDS = 4
 
-    def __init__(self, decoder: torch.nn.Module, template: tuple | None, fit_camera: bool) -> None:
+    def __init__(self, decoder: torch.nn.Module, template: tuple | None, fit_camera: bool,
+                 trunk_runtime: str = "torch", threads: int = 1) -> None:
         super().__init__()
         self.decoder = decoder
         self.fit_camera = fit_camera
@@ -312,15 +327,43 @@ class DecodeStep(torch.nn.Module):
             rest_vertices, rest_joints, skin_weights = (t.to(decoder.template.device) for t in template)
             self.register_buffer("rest_joints", rest_joints, persistent=False)
             self.register_buffer("skin_basis", skinning_basis(rest_vertices, rest_joints, skin_weights), persistent=False)
+        if trunk_runtime not in ("torch", "litert"):
+            raise ModelError(f"trunk_runtime must be 'torch' or 'litert', got {trunk_runtime!r}")
+        self.litert_trunk = None
+        if trunk_runtime == "litert":
+            from handos.model.litert_decoder import LiteRTDecoderTrunk
+
+            self.litert_trunk = LiteRTDecoderTrunk(decoder, threads)
+
+    @property
+    def trunk_runtime(self) -> str:
+        """What runs the decoder's trunk in `infer`: "litert" or "torch"."""
+        return "torch" if self.litert_trunk is None else "litert"
 
     def forward(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
                 world: torch.Tensor, landmark_roi: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """See the class docstring; landmark_roi (N,5): DecoderInput.landmark_roi (None: computed)."""
+        evidence, instance, u, roi, rot = self.encode(joints_2d, joints_z, joint_conf, camera, world, landmark_roi)
+        heads = self.decoder.trunk(evidence, instance, u)
+        return self.finish(joints_2d, joints_z, joint_conf, camera, world, roi, rot, u, *heads)
+
+    def encode(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
+               world: torch.Tensor, landmark_roi: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The decoder's `encode` on plain tensors -> (evidence, instance, u, roi, rot)."""
+        from handos.model.decoder import DecoderInput
+
+        return self.decoder.encode(DecoderInput(joints_2d, joints_z, joint_conf, camera, world, landmark_roi=landmark_roi))
+
+    def finish(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
+               world: torch.Tensor, roi: torch.Tensor, rot: torch.Tensor, u: torch.Tensor, head_2d: torch.Tensor,
+               head_joint3d: torch.Tensor, head_vertex: torch.Tensor, head_camera: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The trunk's heads -> the outputs of `forward` (decoder `decode`, camera refit, skinned mesh)."""
         from handos.model.camera_fit import fit_translation
         from handos.model.decoder import DecoderInput
         from handos.model.skinned_mesh import skin_to_joints
 
-        dec = self.decoder(DecoderInput(joints_2d, joints_z, joint_conf, camera, world, landmark_roi=landmark_roi))
+        inp = DecoderInput(joints_2d, joints_z, joint_conf, camera, world)
+        dec = self.decoder.decode(inp, roi, rot, u, head_2d, head_joint3d, head_vertex, head_camera)
         joints, cam_t = dec.joints_3d, dec.cam_t
         if self.fit_camera:  # slide each hand (x, y) so its 3D joints reproject onto its refined 2D joints
             cam_t = fit_translation(joints, dec.joints_2d, dec.joints_2d_score, camera, cam_t, fit_depth=False)
@@ -332,9 +375,10 @@ class DecodeStep(torch.nn.Module):
 
     def infer(self, inp) -> tuple[torch.Tensor, ...]:
         """forward on a DecoderInput. Without grad it runs in inference mode (no autograd bookkeeping per op: ~10%
-        of a 1-hand call) and returns inference tensors; on the CPU, for up to `TRACED_HANDS` hands, through a
-        TorchScript trace per number of hands (~40% less time per call at 1-2 hands, where Python overhead
-        dominates; bigger batches run eagerly). $HANDOS_FAST_REPLAY=0 turns tracing off.
+        of a 1-hand call) and returns inference tensors; on the CPU, for up to `TRACED_HANDS` hands, through
+        TorchScript traces per number of hands (~40% less time per call at 1-2 hands, where Python overhead
+        dominates; bigger batches run eagerly): of the whole step, or with the LiteRT trunk of `encode` and
+        `finish` around it. $HANDOS_FAST_REPLAY=0 turns tracing off.
         """
         from handos.model.geometry import landmark_roi
 
@@ -344,17 +388,43 @@ class DecodeStep(torch.nn.Module):
         if torch.is_grad_enabled():
             return self(*args)
         n = int(inp.joints_2d.shape[0])
+        on_cpu = inp.joints_2d.device.type == "cpu"
         with torch.inference_mode():
-            if inp.joints_2d.device.type != "cpu" or n > self.TRACED_HANDS or os.environ.get("HANDOS_FAST_REPLAY") == "0":
+            traced = on_cpu and n <= self.TRACED_HANDS and os.environ.get("HANDOS_FAST_REPLAY") != "0"
+            if self.litert_trunk is not None and on_cpu:
+                encode = self._trace("encode", n, args) if traced else self.encode
+                evidence, instance, u, roi, rot = encode(*args)
+                heads = [torch.from_numpy(h) for h in self.litert_trunk.run(evidence.numpy(), instance.numpy(), u.numpy())]
+                tail = args[:5] + (roi, rot, u, *heads)
+                return (self._trace("finish", n, tail) if traced else self.finish)(*tail)
+            if not traced:
                 return self(*args)
-            cache = self.__dict__.setdefault("_traced", {})
-            if n not in cache:
-                import warnings
+            return self._trace("forward", n, args)(*args)
 
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    cache[n] = torch.jit.freeze(torch.jit.trace(self.eval(), args, check_trace=False))
-            return cache[n](*args)
+    def _trace(self, method: str, n: int, args: tuple) -> torch.jit.ScriptModule:
+        """`method` traced and frozen for n hands (built on first use, from these example args)."""
+        cache = self.__dict__.setdefault("_traced", {})
+        if (method, n) not in cache:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cache[method, n] = torch.jit.freeze(torch.jit.trace(_Method(self, method).eval(), args,
+                                                                    check_trace=False))
+        return cache[method, n]
+
+
+class _Method(torch.nn.Module):
+    """One method of a module as its forward (what torch.jit.trace traces)."""
+
+    def __init__(self, module: torch.nn.Module, method: str) -> None:
+        super().__init__()
+        self.module = module
+        self.method = method
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """module.method(*args)."""
+        return getattr(self.module, self.method)(*args)
 
 
 def keypoint_boxes(keypoints: np.ndarray, sizes: np.ndarray, pad: float = 0.1) -> np.ndarray:
@@ -414,9 +484,11 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
     recall: how hard the detector looks for hands MediaPipe's own path misses: "off" (exactly MediaPipe),
     "fast" (default; extra views only on images where nothing was found), "full", or "search" (multi-scale
     views, ~10x slower: for pre-labeling); see handos.foundation.pipeline.FoundationConfig.
-    runtime: what runs the foundation's two nets: "auto" (default, or $HANDOS_RUNTIME when None: LiteRT/XNNPACK on
-    the CPU when ai-edge-litert is installed, else torch; torch on CUDA), "torch" or "litert"; a weights folder's
-    fine-tuned nets always run on torch ("litert" refuses them); see handos.foundation.runtime.
+    runtime: what runs the foundation's two nets and the decoder's trunk: "auto" (default, or $HANDOS_RUNTIME when
+    None: LiteRT/XNNPACK on the CPU when ai-edge-litert is installed, else torch; torch on CUDA), "torch" or
+    "litert"; a weights folder's fine-tuned nets always run on torch ("litert" refuses them), while its decoder
+    runs on either (its LiteRT graph is written from its weights); see handos.foundation.runtime and
+    handos.model.litert_decoder.
     """
     from handos.foundation import Foundation
     from handos.foundation.pipeline import FoundationConfig
@@ -441,5 +513,7 @@ def load(weights: str | os.PathLike | None = None, device: str | torch.device = 
     version = f"handos-{MODEL_SERIES}-{file_digest(path)}"
     if decoder.config.version.startswith("handos-finetune"):  # fine-tuned weights name themselves
         version = f"{decoder.config.version}-{file_digest(path)}"
+    from handos.foundation.runtime import resolve_runtime
+
     return HandOS(foundation, decoder, dev, version=version, max_hands=max_hands,
-                  score_threshold=score_threshold, mesh=mesh)
+                  score_threshold=score_threshold, mesh=mesh, decoder_runtime=resolve_runtime(runtime, dev))
