@@ -68,14 +68,20 @@ class _Images:
         self.arrays = images if device.type == "cpu" else None  # OpenCV crops on the CPU
         self.images = images
         self.device = device
-        self.sizes = torch.tensor([[im.shape[1], im.shape[0]] for im in images], dtype=torch.long)  # (B,2) W,H
+        wh = np.array([[im.shape[1], im.shape[0]] for im in images], dtype=np.int64).reshape(-1, 2)
+        self.sizes = torch.from_numpy(wh)  # (B,2) W,H
         self.by_size: dict[tuple[int, int], list[int]] = {}  # (H,W) -> image indices
         for i, im in enumerate(images):
             self.by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
-        self.where = torch.zeros(len(images), dtype=torch.long)  # each image's position inside its size group
-        for idx in self.by_size.values():
-            self.where[idx] = torch.arange(len(idx))
         self._groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] | None = None
+
+    @property
+    def where(self) -> torch.Tensor:
+        """(B,) each image's position inside its size group (the torch crops' index into `groups`)."""
+        where = torch.zeros(len(self.images), dtype=torch.long)
+        for idx in self.by_size.values():
+            where[idx] = torch.arange(len(idx))
+        return where
 
     @property
     def groups(self) -> dict[tuple[int, int], tuple[list[int], torch.Tensor]]:
@@ -430,13 +436,13 @@ class Foundation:
         cfg = self.config
         flat = [(i, c) for i, cands in enumerate(rois_in) for c in cands]
         rois_t = torch.stack([c.roi.double().to(self.device) for _, c in flat])  # (M,5) float64
-        img_t = torch.tensor([i for i, _ in flat], dtype=torch.long)
+        img_t = torch.from_numpy(np.array([i for i, _ in flat], dtype=np.int64))
         maps = crop_affine(to_host(rois_t), LANDMARK_SIZE)  # (M,2,3) float64 image px -> crop px
         crops = imgs.net_input(self.landmark_net, img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling,
                                maps)
         lm = self._run_landmarks(crops)
         presence = lm["presence"]
-        boost_t = torch.tensor([c.boosted for _, c in flat], device=presence.device)
+        boost_t = torch.from_numpy(np.array([c.boosted for _, c in flat], dtype=bool))
         rois_f = rois_t.float()
         rois_lm = to_host(rois_f)  # the per-hand geometry in numpy on the host (tiny: views on the CPU)
         joints_h, z_h = project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE)  # (M,21,2), (M,21)
@@ -454,7 +460,7 @@ class Foundation:
             mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
             world=world.to(dev),
             features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(maps).float().to(dev),
-            roi_index=torch.tensor([c.roi_index for _, c in flat], dtype=torch.long, device=dev),
+            roi_index=torch.from_numpy(np.array([c.roi_index for _, c in flat], dtype=np.int64)).to(dev),
             next_roi=torch.as_tensor(roi_from_landmarks(joints_h.astype(np.float64))).float().to(dev),
             image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
         )

@@ -14,6 +14,7 @@ import torch
 from handos import __version__
 from handos.device import resolve_device
 from handos.errors import InputError, ModelError
+from handos.geometry import to_host
 from handos.io.camera import Camera
 from handos.io.images import ImageLike, LoadedImage, load_image
 from handos.io.schema import Hand, HandTrace, prediction_record
@@ -249,8 +250,10 @@ class HandOS:
         if fout.image_index.numel() == 0:
             return out
         idx = fout.image_index.long()
-        cam_table = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=idx.device)
-        inp = decoder_inputs_from_foundation(fout, cam_table[idx]).to(self.device)
+        cam_table = np.array([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=np.float32)
+        inp = decoder_inputs_from_foundation(fout, torch.from_numpy(cam_table[to_host(idx)]).to(idx.device))
+        if self.device != idx.device:
+            inp = inp.to(self.device)
         res = [t.cpu().numpy() for t in self.decode_step().infer(inp)]
         kp, kp_score, joints, cam_t, verts, is_left, hand_score = res
         next_rois = fout.next_roi.float().cpu().numpy()
