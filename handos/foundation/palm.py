@@ -9,14 +9,14 @@ base, 2 middle-finger base, 3 ring-finger base, 4 pinky base, 5 thumb base, 6 th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from handos.geometry import Array, box_iou, to_host, xp_of
 
-__all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "decode_detections",
+__all__ = ["DetectorOptions", "PALM_OPTIONS", "letterbox_rois", "DecodeTables", "decode_tables", "host_tables", "decode_detections",
            "palm_scores", "decode_above", "weighted_nms", "weighted_nms_arrays", "remove_letterbox", "PalmDetections"]
 
 
@@ -54,19 +54,21 @@ class PalmDetections:
         return int(self.scores.shape[0])
 
 
-def letterbox_rois(sizes: torch.Tensor, input_size: int = 192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Letterbox ROIs (B,5) px and paddings (B,4) [l, t, r, b] (fractions) for image sizes (B,2) [W,H].
+def letterbox_rois(sizes: Array, input_size: int = 192) -> tuple[Array, Array]:
+    """Letterbox ROIs (B,5) px and paddings (B,4) [l, t, r, b] (fractions) for image sizes (B,2) [W,H], float64,
+    numpy for a numpy array (the CPU pipeline: the same float64 values at numpy's lower per-call cost), else torch.
 
     As ImageToTensorCalculator with keep_aspect_ratio: the ROI is the whole image centred at (W/2, H/2),
     grown on its short side to a square; the padding is the fraction of the square that is border.
     """
-    sizes = sizes.to(torch.float64)
+    xp = xp_of(sizes)
+    sizes = sizes.astype(np.float64) if xp is np else sizes.to(torch.float64)
     W, H = sizes[:, 0], sizes[:, 1]
-    side = torch.maximum(W, H)
+    side = xp.maximum(W, H)
     pad_x = (1 - W / side) / 2  # horizontal padding per side
     pad_y = (1 - H / side) / 2
-    rois = torch.stack([W / 2, H / 2, side, side, torch.zeros_like(W)], -1)
-    return rois, torch.stack([pad_x, pad_y, pad_x, pad_y], -1)
+    rois = xp.stack([W / 2, H / 2, side, side, xp.zeros_like(W)], -1)
+    return rois, xp.stack([pad_x, pad_y, pad_x, pad_y], -1)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,11 @@ def palm_scores(score_logits: torch.Tensor, opts: DetectorOptions = PALM_OPTIONS
     return torch.sigmoid(logits)
 
 
+def host_tables(tables: DecodeTables) -> DecodeTables:
+    """The same tables as numpy arrays on the host (what `decode_above` reads, once, not per call)."""
+    return DecodeTables(**{f.name: to_host(getattr(tables, f.name)).copy() for f in fields(tables)})
+
+
 def decode_detections(regressors: torch.Tensor, score_logits: torch.Tensor, anchors: torch.Tensor | DecodeTables,
                       opts: DetectorOptions = PALM_OPTIONS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw outputs (B,A,18), (B,A,1) -> boxes (B,A,4) xyxy, keypoints (B,A,7,2) (normalised), scores (B,A).
@@ -127,7 +134,7 @@ def decode_above(regressors: np.ndarray, scores: np.ndarray, tables: DecodeTable
     """
     keep = np.flatnonzero(scores >= min_score)
     t = [to_host(v) for v in (tables.anchor_center, tables.anchor_size, tables.box_scale, tables.size_scale,
-                              tables.keypoint_scale, tables.keypoint_size, tables.keypoint_center)]
+                              tables.keypoint_scale, tables.keypoint_size, tables.keypoint_center)]  # `host_tables`: as they are
     for i in (0, 1, 5, 6):  # the per-anchor tables
         t[i] = t[i][keep]
     boxes, kp = _decode_rows(regressors[keep], *t, opts)

@@ -34,6 +34,7 @@ from handos.foundation.palm import (
     decode_above,
     decode_detections,
     decode_tables,
+    host_tables,
     letterbox_rois,
     palm_scores,
     remove_letterbox,
@@ -225,9 +226,8 @@ class Foundation:
         self.dtype = dtype
         self.anchors = palm_anchors(self.device, torch.float32)  # (2016,4)
         self.palm_decode = decode_tables(self.anchors, PALM_OPTIONS)  # per-anchor tables, built once
-        # the same on the CPU, for the host-side decode of each image's kept anchors (`decode_above`)
-        self.palm_decode_host = (self.palm_decode if self.device.type == "cpu"
-                                 else decode_tables(self.anchors.cpu(), PALM_OPTIONS))
+        # the same as numpy arrays, for the host-side decode of each image's kept anchors (`decode_above`)
+        self.palm_decode_host = host_tables(self.palm_decode)
         self.feature_dim = int(getattr(landmark_net, "feature_dim", 1152))
 
     @classmethod
@@ -309,9 +309,10 @@ class Foundation:
         if not which:
             return []
         cfg = self.config
-        idx = torch.tensor(which, dtype=torch.long)
+        idx = torch.from_numpy(np.array(which, dtype=np.int64))
         sizes = imgs.sizes[idx]
-        lb_rois, pads = letterbox_rois(sizes, PALM_SIZE)  # (b,5), (b,4)
+        lb_host, pads = letterbox_rois(sizes.numpy(), PALM_SIZE)  # (b,5), (b,4) float64 numpy
+        lb_rois = torch.from_numpy(lb_host)
         x = imgs.net_input(self.palm_net, idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling)
         regs, logits = self._run_palm(x)
         # per image on the host (numpy): decode the anchors above threshold, NMS, letterbox removal, ROI - a handful
@@ -319,7 +320,7 @@ class Foundation:
         low = cfg.min_detection_score if boost == "off" else min(cfg.min_detection_score, cfg.boost_min_score)
         r_all, s_all = to_host(regs), to_host(palm_scores(logits, PALM_OPTIONS))  # (b,A,18), (b,A)
         candidates = [decode_above(r_all[j], s_all[j], self.palm_decode_host, low, PALM_OPTIONS) for j in range(len(which))]
-        pads_h, wh_all = pads.numpy().astype(r_all.dtype), sizes.numpy().astype(r_all.dtype)  # (b,4), (b,2) W,H
+        pads_h, wh_all = pads.astype(r_all.dtype), sizes.numpy().astype(r_all.dtype)  # (b,4), (b,2) W,H
         out, palm_px = [], []
         for j, (b_j, k_j, s_j) in enumerate(candidates):
             keep = s_j >= cfg.min_detection_score
