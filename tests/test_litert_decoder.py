@@ -104,3 +104,37 @@ def _inputs_raw(n: int) -> tuple[torch.Tensor, ...]:
     return (200 + 60 * torch.randn(n, 21, 2, generator=g), 5 * torch.randn(n, 21, generator=g),
             torch.rand(n, 21, generator=g), torch.tensor([[500.0, 500.0, 200.0, 180.0]]).expand(n, 4).contiguous(),
             0.05 * torch.randn(n, 21, 3, generator=g))
+
+
+@pytest.mark.parametrize("variant", [{}, {"refine_2d": False, "joints_3d": "direct", "fit_camera": False},
+                                     {"use_world": False, "joints_3d": "mesh"}])
+def test_whole_step_on_litert_equals_the_torch_step(hand_model, variant):
+    """LiteRTDecodeStep (two graphs, numpy's SVD between) gives DecodeStep's seven outputs to float rounding, for
+    left and right hands, with and without the refined 2D joints, direct or mesh joints, camera refit, world
+    evidence; no hands give empty outputs."""
+    from handos.model.litert_decoder import LiteRTDecodeStep
+    from handos.model.pipeline import DecodeStep
+
+    torch.manual_seed(4)
+    fit = variant.pop("fit_camera", True) if variant else True
+    cfg = DecoderConfig(d_model=32, n_heads=2, n_layers_2d=1, n_layers_3d=2, n_coarse=24, **variant)
+    dec = HandOSDecoder(cfg, hand_model).eval()
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    template = (hand_model.rest_vertices.float(), hand_model.rest_joints.float(), hand_model.skin_weights.float())
+    step = DecodeStep(dec, template, fit_camera=fit)
+    lite = LiteRTDecodeStep(dec, step.rest_joints, step.skin_basis, fit)
+    raw = _inputs_raw(6)
+    from handos.model.geometry import landmark_roi
+
+    roi = landmark_roi(raw[0])
+    with torch.no_grad():
+        ref = step(*raw, roi)
+    got = lite.run(*(t.numpy() for t in raw), roi.numpy())
+    assert 0 < int(ref[5].sum()) < 6  # both hands among the six
+    for r, g in zip(ref, got):
+        assert g.shape == tuple(r.shape) and g.dtype == r.numpy().dtype
+        assert np.allclose(g, r.numpy(), rtol=1e-4, atol=1e-4), np.abs(g.astype(float) - r.numpy()).max()
+    empty = lite.run(*(t[:0].numpy() for t in raw), roi[:0].numpy())
+    assert [e.shape[0] for e in empty] == [0] * 7 and empty[4].shape[1:] == tuple(ref[4].shape[1:])

@@ -11,6 +11,11 @@ flatbuffer schema writes the graph).
 
 >>> trunk = LiteRTDecoderTrunk(decoder)
 >>> h2, joint3d, vertex, log_s = trunk(evidence, instance, u)   # one hand: (21,7), (1,151), (21,2)
+
+The whole decode step (`pipeline.DecodeStep` with the skinned mesh: decoder, camera refit, skinning) is two
+graphs (`step_tflite`) with numpy's SVD for the palm's rigid fit between them (`LiteRTDecodeStep`): no torch
+op at all per hand, which on one core is what costs most after the networks (torch's dispatch runs far slower
+right after XNNPACK than in a loop).
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ class TFLiteWriter:
         s = self.schema
         t = s.TensorT()
         t.shape = list(shape)
-        t.type = s.TensorType.FLOAT32 if dtype == "float32" else s.TensorType.INT32
+        t.type = {"float32": s.TensorType.FLOAT32, "int32": s.TensorType.INT32}[dtype]
         t.name = name
         t.buffer = 0
         if data is not None:
@@ -138,6 +143,74 @@ class _Ops:
         o = opts[0]()
         o.fusedActivationFunction = s.ActivationFunctionType.NONE
         return self.w.op(getattr(s.BuiltinOperator, code), [a, b], shape, self._name(code.lower()), opts[1], o)
+
+    def div(self, a: int, b: int, shape: tuple[int, ...]) -> int:
+        """a / b with broadcasting."""
+        s = self.s
+        o = s.DivOptionsT()
+        o.fusedActivationFunction = s.ActivationFunctionType.NONE
+        return self.w.op(s.BuiltinOperator.DIV, [a, b], shape, self._name("div"), s.BuiltinOptions.DivOptions, o)
+
+    def clamp(self, x: int, shape: tuple[int, ...], lo: float | None = None, hi: float | None = None) -> int:
+        """min(max(x, lo), hi) against scalar constants."""
+        s = self.s
+        for code, bound in ((s.BuiltinOperator.MAXIMUM, lo), (s.BuiltinOperator.MINIMUM, hi)):
+            if bound is not None:
+                x = self.w.op(code, [x, self.scalar(bound)], shape, self._name("clamp"),
+                              s.BuiltinOptions.MaximumMinimumOptions, s.MaximumMinimumOptionsT())
+        return x
+
+    def unary(self, code: str, x: int, shape: tuple[int, ...]) -> int:
+        """An elementwise op without options: EXP, LOG, TANH, LOGISTIC, ABS, NEG, SQRT."""
+        return self.w.op(getattr(self.s.BuiltinOperator, code), [x], shape, self._name(code.lower()))
+
+    def scalar(self, value: float) -> int:
+        """A (1, 1) float constant (broadcasts against any 2D or 3D tensor)."""
+        return self.w.const(np.array([[value]], np.float32), self._name("scalar"))
+
+    def mean(self, x: int, axis: int, shape: tuple[int, ...]) -> int:
+        """Mean over one axis, kept."""
+        return self._reduce("MEAN", x, axis, shape)
+
+    def sum(self, x: int, axis: int, shape: tuple[int, ...]) -> int:
+        """Sum over one axis, kept."""
+        return self._reduce("SUM", x, axis, shape)
+
+    def _reduce(self, code: str, x: int, axis: int, shape: tuple[int, ...]) -> int:
+        s = self.s
+        o = s.ReducerOptionsT()
+        o.keepDims = True
+        out = tuple(1 if k == axis else d for k, d in enumerate(shape))
+        return self.w.op(getattr(s.BuiltinOperator, code), [x, self.w.ints([axis], self._name("axis"))], out,
+                         self._name(code.lower()), s.BuiltinOptions.ReducerOptions, o)
+
+    def slice(self, x: int, begin: list[int], size: list[int]) -> int:
+        """x[begin : begin + size] on every axis."""
+        s = self.s
+        return self.w.op(s.BuiltinOperator.SLICE, [x, self.w.ints(begin, self._name("begin")),
+                                                   self.w.ints(size, self._name("size"))],
+                         tuple(size), self._name("slice"), s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
+
+    def concat(self, xs: list[int], axis: int, shape: tuple[int, ...]) -> int:
+        """Join along `axis` -> `shape`."""
+        s = self.s
+        o = s.ConcatenationOptionsT()
+        o.axis = axis
+        o.fusedActivationFunction = s.ActivationFunctionType.NONE
+        return self.w.op(s.BuiltinOperator.CONCATENATION, xs, shape, self._name("concat"),
+                         s.BuiltinOptions.ConcatenationOptions, o)
+
+    def cross(self, a: int, b: int, rows: int) -> int:
+        """Row-wise cross products (rows, 3) of a, b (rows, 3): a_yzx * b_zxy - a_zxy * b_yzx."""
+        def yzx(x):
+            return self.concat([self.slice(x, [0, 1], [rows, 2]), self.slice(x, [0, 0], [rows, 1])], 1, (rows, 3))
+
+        def zxy(x):
+            return self.concat([self.slice(x, [0, 2], [rows, 1]), self.slice(x, [0, 0], [rows, 2])], 1, (rows, 3))
+
+        shape = (rows, 3)
+        return self.binary("SUB", self.binary("MUL", yzx(a), zxy(b), shape), self.binary("MUL", zxy(a), yzx(b), shape),
+                           shape)
 
     def gelu(self, x: int, shape: tuple[int, ...]) -> int:
         """Exact (erf) GELU."""
@@ -273,20 +346,30 @@ def fold_norm(norm: torch.nn.LayerNorm, weight: torch.Tensor, bias: torch.Tensor
 def trunk_tflite(decoder: torch.nn.Module) -> bytes:
     """The trunk of `decoder` (a HandOSDecoder) for one hand as a .tflite model.
 
-    inputs: evidence (21, E), instance (1, I), u (21, 2) (see `HandOSDecoder.evidence`);
+    inputs: evidence (21, E), instance (1, I), u (21, 2) (see `HandOSDecoder.encode`);
     outputs: head_2d (21, 3), head_joint3d (21, 3), head_vertex (V', 3), head_camera (1, 1), raw (unscaled).
     """
     from handos.hand.skeleton import NUM_JOINTS
 
     w = TFLiteWriter()
     ops = _Ops(w)
+    n_ev = int(decoder.evidence[0].weight.shape[1])
+    n_inst = int(decoder.instance[0].weight.shape[1])
+    ev_in = w.tensor((NUM_JOINTS, n_ev), "evidence")
+    inst_in = w.tensor((1, n_inst), "instance")
+    u_in = w.tensor((NUM_JOINTS, 2), "u")
+    return w.finish([ev_in, inst_in, u_in], list(_trunk(ops, decoder, ev_in, inst_in, u_in)))
+
+
+def _trunk(ops: _Ops, decoder: torch.nn.Module, ev_in: int, inst_in: int, u_in: int) -> tuple[int, int, int, int]:
+    """`HandOSDecoder.trunk` on one hand's tensors of `ops`' graph -> (head_2d, head_joint3d, head_vertex, head_camera)."""
+    from handos.hand.skeleton import NUM_JOINTS
+
+    w = ops.w
     nj, nc = NUM_JOINTS, int(decoder.num_coarse)
     d = int(decoder.config.d_model)
     n_ev = int(decoder.evidence[0].weight.shape[1])
     n_inst = int(decoder.instance[0].weight.shape[1])
-    ev_in = w.tensor((nj, n_ev), "evidence")
-    inst_in = w.tensor((1, n_inst), "instance")
-    u_in = w.tensor((nj, 2), "u")
     with torch.no_grad():
         x = ops.mlp(ev_in, (nj, n_ev), decoder.evidence)
         inst = ops.mlp(inst_in, (1, n_inst), decoder.instance)
@@ -298,10 +381,9 @@ def trunk_tflite(decoder: torch.nn.Module) -> bytes:
         u_ref = ops.binary("ADD", u_in, ops.slice_cols(h2, 0, 2, (nj, 3)), (nj, 2))
         x = ops.binary("ADD", x, ops.linear(u_ref, (nj, 2), decoder.refined_embed.weight, decoder.refined_embed.bias),
                        (nj, d))
-        prior = decoder.vertex_embed + torch.nn.functional.pad(
-            decoder.template_embed(decoder.template[decoder.coarse_idx] / decoder_world_unit()), (0, 0, 0, 1))
         lifted = ops.linear(ops.transpose(x, [1, 0], (nj, d)), (d, nj), decoder.lifting, None)  # (d, V'+1)
-        lifted = ops.binary("ADD", ops.transpose(lifted, [1, 0], (d, nc + 1)), w.const(prior, "prior"), (nc + 1, d))
+        lifted = ops.binary("ADD", ops.transpose(lifted, [1, 0], (d, nc + 1)), w.const(decoder.query_prior(), "prior"),
+                            (nc + 1, d))
         tokens = nj + nc + 1
         t = ops.concat_rows([x, lifted], (tokens, d))
         for layer in decoder.layers_3d:
@@ -312,20 +394,200 @@ def trunk_tflite(decoder: torch.nn.Module) -> bytes:
                                   (decoder.head_camera, nj + nc, 1)):
             wt, bt = fold_norm(decoder.norm_3d, head.weight, head.bias)
             heads.append(ops.linear(ops.slice_rows(tn, start, rows, (tokens, d)), (rows, d), wt, bt))
-    return w.finish([ev_in, inst_in, u_in], [h2] + heads)
+    return h2, heads[0], heads[1], heads[2]
 
 
-def decoder_world_unit() -> float:
-    """The decoder's length unit in metres (`decoder.WORLD_UNIT_M`)."""
+def step_tflite(decoder: torch.nn.Module, rest_joints: torch.Tensor, skin_basis: torch.Tensor,
+                fit_camera: bool) -> tuple[bytes, bytes]:
+    """The whole decode step of `pipeline.DecodeStep` (skinned mesh) for one hand as two .tflite models, split
+    where the palm's rigid fit needs an SVD (done on the host between them: `LiteRTDecodeStep`).
+
+    A: joints_2d (21,2), joints_z (21,1), joint_conf (21,1), camera (1,4), world (21,3), roi (1,5), cos_sin (1,2)
+       -> keypoints (21,2), keypoint scores (21,1), joints (21,3) camera frame, cam_t (1,3), chirality (1,1),
+       handedness score (1,1), root-relative joints (21,3), palm cross-covariance (3,3) and palm centre (1,3)
+       before mirroring (`skinned_mesh.kabsch`: a left hand's is the right hand's times the mirror, column-wise).
+    B: the SVD's U, Vt (3,3), root-relative joints (21,3), mirror (1,3), palm centre (1,3), cam_t (1,3)
+       -> vertices (V,3) in the camera frame (`skinned_mesh.skin_to_joints`, plus cam_t).
+    """
+    return _graph_a(decoder, rest_joints, fit_camera), _graph_b(rest_joints, skin_basis)
+
+
+def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bool) -> bytes:
+    """Graph A of `step_tflite`: HandOSDecoder.encode, trunk and decode, the camera refit, the palm fit's inputs."""
+    from handos.hand.skeleton import NUM_JOINTS
     from handos.model.decoder import WORLD_UNIT_M
+    from handos.model.skinned_mesh import PALM
 
-    return WORLD_UNIT_M
+    cfg = decoder.config
+    nj, nc = NUM_JOINTS, int(decoder.num_coarse)
+    w = TFLiteWriter()
+    o = _Ops(w)
+    j2d, jz, conf = w.tensor((nj, 2), "joints_2d"), w.tensor((nj, 1), "joints_z"), w.tensor((nj, 1), "joint_conf")
+    cam, world, roi, cs = w.tensor((1, 4), "camera"), w.tensor((nj, 3), "world"), w.tensor((1, 5), "roi"), w.tensor((1, 2), "cos_sin")
+    # the ROI frame (HandOSDecoder.encode): r2 = [[c, -s], [s, c]], rows as vectors times r2 go into the frame
+    centre, size = o.slice(roi, [0, 0], [1, 2]), o.slice(roi, [0, 2], [1, 1])
+    f2, pp = o.slice(cam, [0, 0], [1, 2]), o.slice(cam, [0, 2], [1, 2])
+    focal = o.mean(f2, 1, (1, 2))
+    c, s_ = o.slice(cs, [0, 0], [1, 1]), o.slice(cs, [0, 1], [1, 1])
+    ns = o.unary("NEG", s_, (1, 1))
+    r2 = o.reshape(o.concat([c, ns, s_, c], 1, (1, 4)), (2, 2))
+    r2t = o.reshape(o.concat([c, s_, ns, c], 1, (1, 4)), (2, 2))
+    u = o.div(o.matmul(o.binary("SUB", j2d, centre, (nj, 2)), r2, (nj, 2)), size, (nj, 2))
+    z = o.div(o.binary("SUB", jz, o.slice(jz, [0, 0], [1, 1]), (nj, 1)), size, (nj, 1))
+    ray = o.matmul(o.div(o.binary("SUB", centre, pp, (1, 2)), f2, (1, 2)), r2, (1, 2))
+    log_size = o.binary("ADD", o.unary("LOG", o.div(size, focal, (1, 1)), (1, 1)), o.scalar(2.5), (1, 1))
+    ev = [u, z, conf]
+    inst = [log_size, ray, o.mean(conf, 0, (nj, 1)), o.reshape(u, (1, 2 * nj)), o.reshape(z, (1, nj)), o.reshape(conf, (1, nj))]
+    if cfg.use_world:
+        wr = o.binary("SUB", world, o.slice(world, [0, 0], [1, 3]), (nj, 3))
+        wr = o.concat([o.matmul(o.slice(wr, [0, 0], [nj, 2]), r2, (nj, 2)), o.slice(wr, [0, 2], [nj, 1])], 1, (nj, 3))
+        wr = o.div(wr, o.scalar(WORLD_UNIT_M), (nj, 3))
+        ev.append(wr)
+        inst.append(o.reshape(wr, (1, 3 * nj)))
+    n_ev, n_inst = int(decoder.evidence[0].weight.shape[1]), int(decoder.instance[0].weight.shape[1])
+    h2, hj, hv, hc = _trunk(o, decoder, o.concat(ev, 1, (nj, n_ev)), o.concat(inst, 1, (1, n_inst)), u)
+    # HandOSDecoder.decode: joints, the mesh's joints (for handedness), camera
+    u_ref = o.binary("ADD", u, o.slice(h2, [0, 0], [nj, 2]), (nj, 2))
+    unit = o.scalar(WORLD_UNIT_M)
+    ja = o.binary("MUL", hj, unit, (nj, 3))
+    ja = o.binary("SUB", ja, o.slice(ja, [0, 0], [1, 3]), (nj, 3))
+    with torch.no_grad():
+        coarse_map = decoder.joint_map @ decoder.joint_regressor @ decoder.upsample  # (21,V') as decode's
+        blend = decoder.coarse_blend
+    coarse = o.binary("ADD", o.matmul(w.const(blend, "coarse_blend"), ja, (nc, 3)), o.binary("MUL", hv, unit, (nc, 3)),
+                      (nc, 3))
+    mesh_joints = o.matmul(w.const(coarse_map, "mesh_joints"), coarse, (nj, 3))
+
+    def to_camera(x: int) -> int:  # rows @ rot^T: x, y through r2^T, z as it is
+        return o.concat([o.matmul(o.slice(x, [0, 0], [nj, 2]), r2t, (nj, 2)), o.slice(x, [0, 2], [nj, 1])], 1, (nj, 3))
+
+    mesh_joints = to_camera(o.binary("SUB", mesh_joints, o.slice(mesh_joints, [0, 0], [1, 3]), (nj, 3)))
+    joints = to_camera(ja) if cfg.joints_3d == "direct" else mesh_joints
+    tz = o.binary("MUL", o.binary("MUL", focal, o.scalar(cfg.depth_prior_m), (1, 1)),
+                  o.unary("EXP", o.clamp(hc, (1, 1), -3.0, 3.0), (1, 1)), (1, 1))
+    tz = o.div(tz, size, (1, 1))
+    j2d_ref = o.binary("ADD", o.matmul(o.binary("MUL", u_ref, size, (nj, 2)), r2t, (nj, 2)), centre, (nj, 2))
+    txy = o.binary("MUL", o.div(o.binary("SUB", o.slice(j2d_ref, [0, 0], [1, 2]), pp, (1, 2)), f2, (1, 2)), tz, (1, 2))
+    cam_t = o.concat([txy, tz], 1, (1, 3))
+    # chirality(mesh joints, soft): det[j9 - j0, j5 - j17, j2 - j0] over the three lengths
+    def row(k: int) -> int:
+        return o.slice(mesh_joints, [k, 0], [1, 3])
+
+    a_, b_, c_ = (o.binary("SUB", row(p), row(q), (1, 3)) for p, q in ((9, 0), (5, 17), (2, 0)))
+    det = o.sum(o.binary("MUL", a_, o.cross(b_, c_, 1), (1, 3)), 1, (1, 3))
+
+    def norm(x: int) -> int:
+        return o.unary("SQRT", o.sum(o.binary("MUL", x, x, (1, 3)), 1, (1, 3)), (1, 1))
+
+    lengths = o.binary("MUL", o.binary("MUL", norm(a_), norm(b_), (1, 1)), norm(c_), (1, 1))
+    chi = o.div(det, o.clamp(lengths, (1, 1), lo=1e-12), (1, 1))
+    hscore = o.binary("ADD", o.scalar(0.5), o.binary("MUL", o.scalar(0.5), o.unary(
+        "TANH", o.binary("MUL", o.scalar(cfg.chirality_gain), o.unary("ABS", chi, (1, 1)), (1, 1)), (1, 1)), (1, 1)), (1, 1))
+    kp_score = o.unary("LOGISTIC", o.binary("ADD", o.slice(h2, [0, 2], [nj, 1]), o.scalar(2.0), (nj, 1)), (nj, 1))
+    kp = j2d_ref if cfg.refine_2d else j2d
+    if fit_camera:  # camera_fit.fit_translation(fit_depth=False)
+        wgt = o.binary("ADD", o.clamp(kp_score, (nj, 1), lo=0.0), o.scalar(1e-9), (nj, 1))
+        tz_ = o.slice(cam_t, [0, 2], [1, 1])
+        depth = o.binary("ADD", o.slice(joints, [0, 2], [nj, 1]), tz_, (nj, 1))
+        per_joint = o.binary("SUB", o.div(o.binary("MUL", o.binary("SUB", kp, pp, (nj, 2)), depth, (nj, 2)), f2, (nj, 2)),
+                             o.slice(joints, [0, 0], [nj, 2]), (nj, 2))
+        txy = o.div(o.sum(o.binary("MUL", wgt, per_joint, (nj, 2)), 0, (nj, 2)), o.sum(wgt, 0, (nj, 1)), (1, 2))
+        cam_t = o.concat([txy, tz_], 1, (1, 3))
+    # the palm's rigid fit (skinned_mesh.kabsch) before mirroring: cross-covariance and centre of the palm joints
+    pick = np.zeros((len(PALM), nj), np.float32)
+    pick[np.arange(len(PALM)), list(PALM)] = 1.0
+    palm = o.matmul(w.const(pick, "palm_rows"), joints, (len(PALM), 3))
+    centre_palm = o.mean(palm, 0, (len(PALM), 3))
+    src = rest_joints[list(PALM)].float()
+    src_c = (src - src.mean(0, keepdim=True)).T  # (3,5)
+    cov = o.matmul(w.const(src_c, "palm_rest"), o.binary("SUB", palm, centre_palm, (len(PALM), 3)), (3, 3))
+    out_joints = o.binary("ADD", joints, cam_t, (nj, 3))
+    return w.finish([j2d, jz, conf, cam, world, roi, cs],
+                    [kp, kp_score, out_joints, cam_t, chi, hscore, joints, cov, centre_palm])
 
 
-class LiteRTDecoderTrunk:
-    """`trunk_tflite(decoder)` in a LiteRT interpreter (`threads` XNNPACK threads): one hand per invoke."""
+def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
+    """Graph B of `step_tflite`: the palm rotation from the SVD, the segments' rotations, the skinned vertices."""
+    from handos.geometry import SKEW_MAP
+    from handos.hand.skeleton import NUM_JOINTS
+    from handos.model.skinned_mesh import BONE_VECTORS, PALM, bone_directions
 
-    def __init__(self, decoder: torch.nn.Module, threads: int = 1) -> None:
+    nj = NUM_JOINTS
+    nb = len(BONE_VECTORS)
+    k, nv = int(skin_basis.shape[0]), int(skin_basis.shape[1])
+    w = TFLiteWriter()
+    o = _Ops(w)
+    u_in, vt_in = w.tensor((3, 3), "u"), w.tensor((3, 3), "vt")
+    joints, mirror = w.tensor((nj, 3), "joints"), w.tensor((1, 3), "mirror")
+    centre0, cam_t = w.tensor((1, 3), "palm_centre"), w.tensor((1, 3), "cam_t")
+    target = o.binary("MUL", joints, mirror, (nj, 3))  # left hands into right-hand space
+    mu_d = o.binary("MUL", centre0, mirror, (1, 3))
+    v, ut = o.transpose(vt_in, [1, 0], (3, 3)), o.transpose(u_in, [1, 0], (3, 3))
+    m = o.matmul(v, ut, (3, 3))  # kabsch: no reflection, flip the last axis where det(V U^T) < 0
+    r = [o.slice(m, [i, 0], [1, 3]) for i in range(3)]
+    det = o.sum(o.binary("MUL", r[0], o.cross(r[1], r[2], 1), (1, 3)), 1, (1, 3))
+    sign = o.div(det, o.unary("ABS", det, (1, 1)), (1, 1))
+    flip = o.concat([w.const(np.ones((1, 2), np.float32), "ones"), sign], 1, (1, 3))
+    rot = o.matmul(o.binary("MUL", v, flip, (3, 3)), ut, (3, 3))  # r0
+    r0t = o.transpose(rot, [1, 0], (3, 3))
+    with torch.no_grad():
+        src = rest_joints[list(PALM)].float()
+        mu_s = src.mean(0, keepdim=True)
+        rest_dir = bone_directions(rest_joints.float())  # (15,3)
+    t0 = o.binary("SUB", mu_d, o.matmul(w.const(mu_s, "palm_rest_centre"), r0t, (1, 3)), (1, 3))
+    a = o.matmul(w.const(rest_dir, "rest_directions"), r0t, (nb, 3))
+    bones = o.matmul(w.const(np.asarray(BONE_VECTORS, np.float32), "bone_vectors"), target, (nb, 3))
+    lengths = o.unary("SQRT", o.sum(o.binary("MUL", bones, bones, (nb, 3)), 1, (nb, 3)), (nb, 1))
+    b = o.div(bones, o.clamp(lengths, (nb, 1), lo=1e-12), (nb, 3))
+    # align_rotation(a, b) = I + [v]x + [v]x^2 / (1 + c), v = a x b, c = a . b
+    vx = o.reshape(o.matmul(o.cross(a, b, nb), w.const(np.asarray(SKEW_MAP, np.float32), "skew_map"), (nb, 9)), (nb, 3, 3))
+    cos = o.clamp(o.sum(o.binary("MUL", a, b, (nb, 3)), 1, (nb, 3)), (nb, 1), lo=-1 + 1e-6)
+    denom = o.reshape(o.binary("ADD", cos, o.scalar(1.0), (nb, 1)), (nb, 1, 1))
+    seg = o.binary("ADD", o.binary("ADD", w.const(np.eye(3, dtype=np.float32)[None], "eye"), vx, (nb, 3, 3)),
+                   o.div(o.matmul(vx, vx, (nb, 3, 3)), denom, (nb, 3, 3)), (nb, 3, 3))
+    seg = o.matmul(o.reshape(seg, (3 * nb, 3)), rot, (3 * nb, 3))  # each segment's rotation after the palm's
+    seg_t = o.reshape(o.transpose(o.reshape(seg, (nb, 3, 3)), [0, 2, 1], (nb, 3, 3)), (3 * nb, 3))
+    anchor = o.binary("ADD", o.matmul(w.const(rest_joints[:1].float(), "rest_wrist"), r0t, (1, 3)), t0, (1, 3))
+    params = o.concat([r0t, seg_t, anchor, o.slice(target, [1, 0], [nj - 1, 3])], 0, (k, 3))
+    params = o.binary("MUL", params, mirror, (k, 3))
+    verts = o.linear(o.transpose(params, [1, 0], (k, 3)), (3, k), skin_basis.T.contiguous(), None)  # (3,V)
+    verts = o.binary("ADD", o.transpose(verts, [1, 0], (3, nv)), cam_t, (nv, 3))
+    return w.finish([u_in, vt_in, joints, mirror, centre0, cam_t], [verts])
+
+
+class LiteRTDecodeStep:
+    """`step_tflite` in two LiteRT interpreters with numpy's SVD between them: the decode step with no torch op."""
+
+    def __init__(self, decoder: torch.nn.Module, rest_joints: torch.Tensor, skin_basis: torch.Tensor,
+                 fit_camera: bool, threads: int = 1) -> None:
+        a, b = step_tflite(decoder, rest_joints, skin_basis, fit_camera)
+        self.a, self.b = _Interpreter(a, threads), _Interpreter(b, threads)
+
+    def run(self, joints_2d: np.ndarray, joints_z: np.ndarray, joint_conf: np.ndarray, camera: np.ndarray,
+            world: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, ...]:
+        """N hands as numpy float32: joints_2d (N,21,2), joints_z (N,21), joint_conf (N,21), camera (N,4), world
+        (N,21,3), roi (N,5) -> `DecodeStep.forward`'s outputs as numpy arrays."""
+        n = joints_2d.shape[0]
+        if n == 0:
+            nv = self.b.output_shapes[0][0]
+            return (np.zeros((0, 21, 2), np.float32), np.zeros((0, 21), np.float32), np.zeros((0, 21, 3), np.float32),
+                    np.zeros((0, 3), np.float32), np.zeros((0, nv, 3), np.float32), np.zeros(0, bool),
+                    np.zeros(0, np.float32))
+        cs = np.stack([np.cos(roi[:, 4]), np.sin(roi[:, 4])], -1).astype(np.float32)  # (N,2)
+        firsts = [self.a(joints_2d[i], joints_z[i, :, None], joint_conf[i, :, None], camera[i:i + 1], world[i],
+                         roi[i:i + 1], cs[i:i + 1]) for i in range(n)]
+        kp, kp_score, joints, cam_t, chi, hscore, rel, cov, centre = (np.stack(x) for x in zip(*firsts))
+        is_left = chi.reshape(n) > 0
+        mirror = np.where(is_left[:, None, None], np.float32([[-1.0, 1.0, 1.0]]), np.float32(1.0))  # (N,1,3)
+        u, _, vt = np.linalg.svd(cov * mirror)  # the palm fit's (N,3,3) cross-covariance, mirrored
+        verts = np.stack([self.b(u[i], vt[i], rel[i], mirror[i], centre[i], cam_t[i])[0] for i in range(n)])
+        return (kp, kp_score.reshape(n, -1), joints, cam_t.reshape(n, 3), verts, is_left, hscore.reshape(n))
+
+
+class _Interpreter:
+    """A LiteRT interpreter on model bytes: inputs in graph order, outputs as arrays (one call, under a lock)."""
+
+    def __init__(self, model: bytes, threads: int) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -333,29 +595,38 @@ class LiteRTDecoderTrunk:
         from handos.foundation.litert import _quiet_stderr
 
         with _quiet_stderr():
-            self._interp = Interpreter(model_content=trunk_tflite(decoder), num_threads=max(1, int(threads)))
+            self._interp = Interpreter(model_content=model, num_threads=max(1, int(threads)))
             self._interp.allocate_tensors()
         self._inputs = [d["index"] for d in self._interp.get_input_details()]
         self._outputs = [d["index"] for d in self._interp.get_output_details()]
         self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in self._interp.get_output_details()]
         self._lock = threading.Lock()
 
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """One invoke: inputs (float32, the graph's shapes) -> outputs."""
+        interp = self._interp
+        with self._lock:
+            for idx, x in zip(self._inputs, inputs):
+                interp.set_tensor(idx, x)
+            interp.invoke()
+            return [interp.get_tensor(idx) for idx in self._outputs]
+
+
+class LiteRTDecoderTrunk:
+    """`trunk_tflite(decoder)` in a LiteRT interpreter (`threads` XNNPACK threads): one hand per invoke."""
+
+    def __init__(self, decoder: torch.nn.Module, threads: int = 1) -> None:
+        self.graph = _Interpreter(trunk_tflite(decoder), threads)
+
     def run(self, evidence: np.ndarray, instance: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
         """N hands: evidence (N,21,E), instance (N,1,I), u (N,21,2) float32 -> [head_2d (N,21,3), head_joint3d
         (N,21,3), head_vertex (N,V',3), head_camera (N,1,1)], one invoke per hand."""
         n = evidence.shape[0]
-        if n == 1:
-            return [h[None] for h in self(evidence[0], instance[0], u[0])]
-        out = [self(evidence[k], instance[k], u[k]) for k in range(n)]
-        return [np.stack([o[j] for o in out]) if n else np.zeros((0,) + tuple(s), np.float32)
-                for j, s in enumerate(self.output_shapes)]
+        out = [self.graph(evidence[k], instance[k], u[k]) for k in range(n)]
+        return [np.stack([o[j] for o in out]) if n else np.zeros((0,) + shape, np.float32)
+                for j, shape in enumerate(self.graph.output_shapes)]
 
     def __call__(self, evidence: np.ndarray, instance: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
         """One hand: evidence (21,E), instance (1,I), u (21,2) float32 -> [head_2d (21,3), head_joint3d (21,3),
         head_vertex (V',3), head_camera (1,1)]."""
-        interp = self._interp
-        with self._lock:
-            for idx, x in zip(self._inputs, (evidence, instance, u)):
-                interp.set_tensor(idx, x)
-            interp.invoke()
-            return [interp.get_tensor(idx) for idx in self._outputs]
+        return self.graph(evidence, instance, u)

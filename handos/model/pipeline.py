@@ -332,16 +332,19 @@ class DecodeStep(torch.nn.Module):
             self.register_buffer("skin_basis", skinning_basis(rest_vertices, rest_joints, skin_weights), persistent=False)
         if trunk_runtime not in ("torch", "litert"):
             raise ModelError(f"trunk_runtime must be 'torch' or 'litert', got {trunk_runtime!r}")
-        self.litert_trunk = None
+        self.litert_trunk = self.litert_step = None
         if trunk_runtime == "litert":
-            from handos.model.litert_decoder import LiteRTDecoderTrunk
+            from handos.model.litert_decoder import LiteRTDecoderTrunk, LiteRTDecodeStep
 
-            self.litert_trunk = LiteRTDecoderTrunk(decoder, threads)
+            if self.skinned:  # the whole step on LiteRT (numpy's SVD for the palm fit between its two graphs)
+                self.litert_step = LiteRTDecodeStep(decoder, self.rest_joints, self.skin_basis, fit_camera, threads)
+            else:  # the decoder's own mesh: the trunk on LiteRT, the geometry around it traced
+                self.litert_trunk = LiteRTDecoderTrunk(decoder, threads)
 
     @property
     def trunk_runtime(self) -> str:
         """What runs the decoder's trunk in `infer`: "litert" or "torch"."""
-        return "torch" if self.litert_trunk is None else "litert"
+        return "torch" if self.litert_trunk is None and self.litert_step is None else "litert"
 
     def forward(self, joints_2d: torch.Tensor, joints_z: torch.Tensor, joint_conf: torch.Tensor, camera: torch.Tensor,
                 world: torch.Tensor, landmark_roi: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -377,11 +380,13 @@ class DecodeStep(torch.nn.Module):
         return dec.joints_2d, dec.joints_2d_score, joints + t, cam_t, verts + t, dec.is_left, dec.handedness_score
 
     def infer(self, inp) -> tuple[torch.Tensor, ...]:
-        """forward on a DecoderInput. Without grad it runs in inference mode (no autograd bookkeeping per op: ~10%
-        of a 1-hand call) and returns inference tensors; on the CPU, for up to `TRACED_HANDS` hands, through
-        TorchScript traces per number of hands (~40% less time per call at 1-2 hands, where Python overhead
-        dominates; bigger batches run eagerly): of the whole step, or with the LiteRT trunk of `encode` and
-        `finish` around it. $HANDOS_FAST_REPLAY=0 turns tracing off.
+        """forward on a DecoderInput. Without grad on the CPU with `trunk_runtime` "litert" and the skinned mesh, the
+        whole step runs on LiteRT (`litert_decoder.LiteRTDecodeStep`: CPU tensors that are views of numpy arrays).
+        Otherwise it runs in inference mode (no autograd bookkeeping per op: ~10% of a 1-hand call) and returns
+        inference tensors; on the CPU, for up to `TRACED_HANDS` hands, through TorchScript traces per number of
+        hands (~40% less time per call at 1-2 hands, where Python overhead dominates; bigger batches run
+        eagerly): of the whole step, or of `encode` and `finish` around the LiteRT trunk (the decoder's own
+        mesh). $HANDOS_FAST_REPLAY=0 turns tracing off.
         """
         from handos.model.geometry import landmark_roi
 
@@ -392,6 +397,9 @@ class DecodeStep(torch.nn.Module):
             return self(*args)
         n = int(inp.joints_2d.shape[0])
         on_cpu = inp.joints_2d.device.type == "cpu"
+        if self.litert_step is not None and on_cpu:  # no torch op: LiteRT graphs and numpy's SVD
+            host = (to_host(t).astype(np.float32, copy=False) for t in args)
+            return tuple(torch.from_numpy(x) for x in self.litert_step.run(*host))
         with torch.inference_mode():
             traced = on_cpu and n <= self.TRACED_HANDS and os.environ.get("HANDOS_FAST_REPLAY") != "0"
             if self.litert_trunk is not None and on_cpu:
