@@ -69,8 +69,8 @@ class _Images:
         self.arrays = images if device.type == "cpu" else None  # OpenCV crops on the CPU
         self.images = images
         self.device = device
-        wh = np.array([[im.shape[1], im.shape[0]] for im in images], dtype=np.int64).reshape(-1, 2)
-        self.sizes = torch.from_numpy(wh)  # (B,2) W,H
+        self.wh = np.array([[im.shape[1], im.shape[0]] for im in images], dtype=np.int64).reshape(-1, 2)  # (B,2) W,H
+        self.sizes = torch.from_numpy(self.wh)  # the same as a tensor
         self.by_size: dict[tuple[int, int], list[int]] = {}  # (H,W) -> image indices
         for i, im in enumerate(images):
             self.by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
@@ -310,8 +310,8 @@ class Foundation:
             return []
         cfg = self.config
         idx = torch.from_numpy(np.array(which, dtype=np.int64))
-        sizes = imgs.sizes[idx]
-        lb_host, pads = letterbox_rois(sizes.numpy(), PALM_SIZE)  # (b,5), (b,4) float64 numpy
+        wh = imgs.wh[which]  # (b,2) W,H
+        lb_host, pads = letterbox_rois(wh, PALM_SIZE)  # (b,5), (b,4) float64 numpy
         lb_rois = torch.from_numpy(lb_host)
         x = imgs.net_input(self.palm_net, idx, lb_rois.to(self.device), PALM_SIZE, "zero", cfg.exact_resampling)
         regs, logits = self._run_palm(x)
@@ -320,7 +320,7 @@ class Foundation:
         low = cfg.min_detection_score if boost == "off" else min(cfg.min_detection_score, cfg.boost_min_score)
         r_all, s_all = to_host(regs), to_host(palm_scores(logits, PALM_OPTIONS))  # (b,A,18), (b,A)
         candidates = [decode_above(r_all[j], s_all[j], self.palm_decode_host, low, PALM_OPTIONS) for j in range(len(which))]
-        pads_h, wh_all = pads.astype(r_all.dtype), sizes.numpy().astype(r_all.dtype)  # (b,4), (b,2) W,H
+        pads_h, wh_all = pads.astype(r_all.dtype), wh.astype(r_all.dtype)  # (b,4), (b,2) W,H
         out, palm_px = [], []
         for j, (b_j, k_j, s_j) in enumerate(candidates):
             keep = s_j >= cfg.min_detection_score
@@ -328,13 +328,13 @@ class Foundation:
             det = remove_letterbox(det, pads_h[j])
             box_px, kp_px = det.boxes * np.tile(wh_all[j], 2), det.keypoints * wh_all[j]
             rois = roi_from_palm(box_px.astype(np.float64), kp_px.astype(np.float64))
-            out.append((torch.from_numpy(rois), torch.from_numpy(det.scores), torch.zeros(len(det), dtype=torch.bool)))
+            out.append((torch.from_numpy(rois), torch.from_numpy(det.scores), torch.from_numpy(np.zeros(len(det), bool))))
             palm_px.append(torch.from_numpy(box_px))
         if boost != "off":
             def palm_candidates(pos: torch.Tensor, views: torch.Tensor, flip: bool = False):
                 return self._palm_candidates(imgs, idx[pos], views, flip)
 
-            out = add_recall_candidates(out, palm_px, candidates, lb_rois, sizes, max_hands, cfg, boost,
+            out = add_recall_candidates(out, palm_px, candidates, lb_rois, torch.from_numpy(wh), max_hands, cfg, boost,
                                         palm_candidates)
         return out
 
@@ -388,9 +388,9 @@ class Foundation:
             out = self.landmarks_on_rois(imgs, rois_in)
             if cfg.landmark_passes:
                 out = self.repeat_on_landmark_rois(imgs, rois_in, out, cfg.landmark_passes)
-            kept = out.presence >= cfg.min_presence
-            if not bool(kept.all()):  # (select copies every field: skipped when all hands stay)
-                out = out.select(kept.to(self.device))
+            kept = to_host(out.presence) >= cfg.min_presence
+            if not kept.all():  # (select copies every field: skipped when all hands stay)
+                out = out.select(torch.from_numpy(kept).to(self.device))
             if boost != "off":
                 out = confirm_recall(out, cfg, mh)
             return out
@@ -436,16 +436,16 @@ class Foundation:
         """Landmark net on every image's ROIs (at least one in all): all hands, before any presence threshold."""
         cfg = self.config
         flat = [(i, c) for i, cands in enumerate(rois_in) for c in cands]
-        rois_t = torch.stack([c.roi.double().to(self.device) for _, c in flat])  # (M,5) float64
+        rois_h = np.stack([to_host(c.roi) for _, c in flat]).astype(np.float64, copy=False)  # (M,5)
+        rois_t = torch.from_numpy(rois_h).to(self.device)
         img_t = torch.from_numpy(np.array([i for i, _ in flat], dtype=np.int64))
-        maps = crop_affine(to_host(rois_t), LANDMARK_SIZE)  # (M,2,3) float64 image px -> crop px
+        maps = crop_affine(rois_h, LANDMARK_SIZE)  # (M,2,3) float64 image px -> crop px
         crops = imgs.net_input(self.landmark_net, img_t, rois_t, LANDMARK_SIZE, "replicate", cfg.exact_resampling,
                                maps)
         lm = self._run_landmarks(crops)
         presence = lm["presence"]
         boost_t = torch.from_numpy(np.array([c.boosted for _, c in flat], dtype=bool))
-        rois_f = rois_t.float()
-        rois_lm = to_host(rois_f)  # the per-hand geometry in numpy on the host (tiny: views on the CPU)
+        rois_lm = rois_h.astype(np.float32)  # the per-hand geometry in numpy on the host (a few rows)
         joints_h, z_h = project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE)  # (M,21,2), (M,21)
         world = torch.as_tensor(project_world(to_host(lm["world"]), rois_lm[:, 4]))
         palm_score = np.array([c.score for _, c in flat], dtype=np.float32)
@@ -456,9 +456,10 @@ class Foundation:
         joints, z = torch.as_tensor(joints_h), torch.as_tensor(z_h)
         dev = self.device
         return FoundationOutput(
-            image_index=img_t.to(dev), score=torch.from_numpy(score).to(dev), box=box.to(dev), roi=rois_f.to(dev),
+            image_index=img_t.to(dev), score=torch.from_numpy(score).to(dev), box=box.to(dev),
+            roi=torch.from_numpy(rois_lm).to(dev),
             joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
-            mp_handedness=(1 - lm["handedness"]).to(dev), handedness_right=lm["handedness"].to(dev),
+            mp_handedness=torch.from_numpy(1 - to_host(lm["handedness"])).to(dev), handedness_right=lm["handedness"].to(dev),
             world=world.to(dev),
             features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(maps).float().to(dev),
             roi_index=torch.from_numpy(np.array([c.roi_index for _, c in flat], dtype=np.int64)).to(dev),
