@@ -4,7 +4,8 @@ On one CPU thread the trunk (6 small attention blocks over 21 + 65 queries) cost
 dispatch than in arithmetic; XNNPACK runs the same maths as one graph. The graph is written here, at load
 time, from the decoder's own weights (`trunk_tflite`): any trained or fine-tuned decoder runs on it, and no
 file is shipped or converted. Same maths as `HandOSDecoder.trunk` up to float rounding: LayerNorm's affine
-and the attention scale (1/4, exact) are folded into the next linear layer; GELU is TFLite's exact (erf) one.
+and the attention scale (1/sqrt(head dim): 1/4, exact, in the shipped decoder) are folded into the next linear
+layer; GELU is TFLite's exact (erf) one.
 
 Only the inference path: training, gradients and CUDA use the torch module. Needs `ai-edge-litert` (its
 flatbuffer schema writes the graph).
@@ -15,7 +16,9 @@ flatbuffer schema writes the graph).
 The whole decode step (`pipeline.DecodeStep` with the skinned mesh: decoder, camera refit, skinning) is two
 graphs (`step_tflite`) with numpy's SVD for the palm's rigid fit between them (`LiteRTDecodeStep`): no torch
 op at all per hand, which on one core is what costs most after the networks (torch's dispatch runs far slower
-right after XNNPACK than in a loop).
+right after XNNPACK than in a loop). Its geometry restates `HandOSDecoder.encode`/`decode`,
+`camera_fit.fit_translation`, `skeleton.chirality` and `skinned_mesh.skin_to_joints` in TFLite operators:
+tests/test_litert_decoder.py holds every output to the torch step's, so a change there must be made here too.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 
 from handos.errors import ModelError
 
-__all__ = ["TFLiteWriter", "trunk_tflite", "LiteRTDecoderTrunk"]
+__all__ = ["TFLiteWriter", "fold_norm", "trunk_tflite", "step_tflite", "LiteRTDecoderTrunk", "LiteRTDecodeStep"]
 
 
 class TFLiteWriter:
@@ -73,11 +76,7 @@ class TFLiteWriter:
         """Append a builtin operator; returns its output tensor (or n_out of them, all of out_shape)."""
         s = self.schema
         if code not in self.codes:
-            oc = s.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, s.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            oc.version = 1
-            self.codes[code] = len(self.codes)
+            self.codes[code] = len(self.codes)  # the operator code table is written by `finish`
         outs = [self.tensor(out_shape, f"{name}:{k}" if n_out > 1 else name) for k in range(n_out)]
         o = s.OperatorT()
         o.opcodeIndex = self.codes[code]
@@ -122,6 +121,7 @@ class _Ops:
         self.n = 0
 
     def _name(self, what: str) -> str:
+        """A fresh tensor name."""
         self.n += 1
         return f"{what}_{self.n}"
 
@@ -177,6 +177,7 @@ class _Ops:
         return self._reduce("SUM", x, axis, shape)
 
     def _reduce(self, code: str, x: int, axis: int, shape: tuple[int, ...]) -> int:
+        """MEAN or SUM over one axis, kept."""
         s = self.s
         o = s.ReducerOptionsT()
         o.keepDims = True
@@ -219,20 +220,11 @@ class _Ops:
         o.approximate = False
         return self.w.op(s.BuiltinOperator.GELU, [x], shape, self._name("gelu"), s.BuiltinOptions.GeluOptions, o)
 
-    def mean_last(self, x: int, shape: tuple[int, ...]) -> int:
-        """Mean over the last axis, kept."""
-        s = self.s
-        o = s.ReducerOptionsT()
-        o.keepDims = True
-        axis = self.w.ints([len(shape) - 1], self._name("axis"))
-        return self.w.op(s.BuiltinOperator.MEAN, [x, axis], shape[:-1] + (1,), self._name("mean"),
-                         s.BuiltinOptions.ReducerOptions, o)
-
     def normalize(self, x: int, shape: tuple[int, int], eps: float) -> int:
         """LayerNorm without its affine (folded into the next linear): (x - mean) / sqrt(var + eps)."""
         s = self.s
-        xc = self.binary("SUB", x, self.mean_last(x, shape), shape)
-        var = self.mean_last(self.binary("MUL", xc, xc, shape), shape)
+        xc = self.binary("SUB", x, self.mean(x, len(shape) - 1, shape), shape)
+        var = self.mean(self.binary("MUL", xc, xc, shape), len(shape) - 1, shape)
         var = self.binary("ADD", var, self.w.const(np.array([eps], np.float32), self._name("eps")), shape[:-1] + (1,))
         inv = self.w.op(s.BuiltinOperator.RSQRT, [var], shape[:-1] + (1,), self._name("rsqrt"))
         return self.binary("MUL", xc, inv, shape)
@@ -266,29 +258,6 @@ class _Ops:
         axis = self.w.tensor((), self._name("axis"), np.array(0, np.int32), dtype="int32")
         return self.w.op(s.BuiltinOperator.SPLIT, [axis, x], (shape[0] // parts,) + shape[1:], self._name("split"),
                          s.BuiltinOptions.SplitOptions, o, n_out=parts)
-
-    def slice_rows(self, x: int, start: int, rows: int, shape: tuple[int, int]) -> int:
-        """Rows start:start+rows of (T, C)."""
-        s = self.s
-        return self.w.op(s.BuiltinOperator.SLICE, [x, self.w.ints([start, 0], self._name("begin")),
-                                                   self.w.ints([rows, shape[1]], self._name("size"))],
-                         (rows, shape[1]), self._name("slice"), s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
-
-    def slice_cols(self, x: int, start: int, cols: int, shape: tuple[int, int]) -> int:
-        """Columns start:start+cols of (T, C)."""
-        s = self.s
-        return self.w.op(s.BuiltinOperator.SLICE, [x, self.w.ints([0, start], self._name("begin")),
-                                                   self.w.ints([shape[0], cols], self._name("size"))],
-                         (shape[0], cols), self._name("slice"), s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
-
-    def concat_rows(self, xs: list[int], shape: tuple[int, int]) -> int:
-        """Stack (T_k, C) along the tokens -> `shape`."""
-        s = self.s
-        o = s.ConcatenationOptionsT()
-        o.axis = 0
-        o.fusedActivationFunction = s.ActivationFunctionType.NONE
-        return self.w.op(s.BuiltinOperator.CONCATENATION, xs, shape, self._name("concat"),
-                         s.BuiltinOptions.ConcatenationOptions, o)
 
     def matmul(self, a: int, b: int, out: tuple[int, ...], adj_y: bool = False) -> int:
         """Batched a @ b (b transposed with adj_y)."""
@@ -378,14 +347,14 @@ def _trunk(ops: _Ops, decoder: torch.nn.Module, ev_in: int, inst_in: int, u_in: 
         for layer in decoder.layers_2d:
             x = ops.block(x, nj, layer, None)
         h2 = ops.norm_linear(x, (nj, d), decoder.norm_2d, decoder.head_2d.weight, decoder.head_2d.bias)  # (21,3)
-        u_ref = ops.binary("ADD", u_in, ops.slice_cols(h2, 0, 2, (nj, 3)), (nj, 2))
+        u_ref = ops.binary("ADD", u_in, ops.slice(h2, [0, 0], [nj, 2]), (nj, 2))
         x = ops.binary("ADD", x, ops.linear(u_ref, (nj, 2), decoder.refined_embed.weight, decoder.refined_embed.bias),
                        (nj, d))
         lifted = ops.linear(ops.transpose(x, [1, 0], (nj, d)), (d, nj), decoder.lifting, None)  # (d, V'+1)
         lifted = ops.binary("ADD", ops.transpose(lifted, [1, 0], (d, nc + 1)), w.const(decoder.query_prior(), "prior"),
                             (nc + 1, d))
         tokens = nj + nc + 1
-        t = ops.concat_rows([x, lifted], (tokens, d))
+        t = ops.concat([x, lifted], 0, (tokens, d))
         for layer in decoder.layers_3d:
             t = ops.block(t, tokens, layer, decoder.attn_bias)
         tn = ops.normalize(t, (tokens, d), decoder.norm_3d.eps)
@@ -393,7 +362,7 @@ def _trunk(ops: _Ops, decoder: torch.nn.Module, ev_in: int, inst_in: int, u_in: 
         for head, start, rows in ((decoder.head_joint3d, 0, nj), (decoder.head_vertex, nj, nc),
                                   (decoder.head_camera, nj + nc, 1)):
             wt, bt = fold_norm(decoder.norm_3d, head.weight, head.bias)
-            heads.append(ops.linear(ops.slice_rows(tn, start, rows, (tokens, d)), (rows, d), wt, bt))
+            heads.append(ops.linear(ops.slice(tn, [start, 0], [rows, d]), (rows, d), wt, bt))
     return h2, heads[0], heads[1], heads[2]
 
 
