@@ -1,9 +1,9 @@
 """The decoder's network part (`HandOSDecoder.trunk`) as a TFLite graph on LiteRT (XNNPACK), for CPU inference.
 
 On one CPU thread the trunk (6 small attention blocks over 21 + 65 queries) costs more in torch's per-op
-dispatch than in arithmetic; XNNPACK runs the same maths as one graph. The graph is written here, at load
-time, from the decoder's own weights (`trunk_tflite`): any trained or fine-tuned decoder runs on it, and no
-file is shipped or converted. Same maths as `HandOSDecoder.trunk` up to float rounding: LayerNorm's affine
+dispatch than in arithmetic; XNNPACK runs the same maths as one graph. The graph is written here, when the
+decode step is first built, from the decoder's own weights (`trunk_tflite`): any trained or fine-tuned decoder
+runs on it, and no file is shipped or converted. Same maths as `HandOSDecoder.trunk` up to float rounding: LayerNorm's affine
 and the attention scale (1/sqrt(head dim): 1/4, exact, in the shipped decoder) are folded into the next linear
 layer; GELU is TFLite's exact (erf) one.
 
