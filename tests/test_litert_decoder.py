@@ -138,3 +138,29 @@ def test_whole_step_on_litert_equals_the_torch_step(hand_model, variant):
         assert np.allclose(g, r.numpy(), rtol=1e-4, atol=1e-4), np.abs(g.astype(float) - r.numpy()).max()
     empty = lite.run(*(t[:0].numpy() for t in raw), roi[:0].numpy())
     assert [e.shape[0] for e in empty] == [0] * 7 and empty[4].shape[1:] == tuple(ref[4].shape[1:])
+
+
+def test_the_cpu_decode_step_runs_no_torch_compute(model):
+    """On the CPU in inference the skinned decode step is LiteRT and numpy only: torch is left with converting the
+    inputs to numpy and the outputs back (what makes it fast right after the nets); with gradients on it is the
+    differentiable torch step."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from handos.model.geometry import landmark_roi
+
+    step = model.decode_step()
+    raw = _inputs_raw(2)
+    inp = DecoderInput(*raw, landmark_roi=landmark_roi(raw[0]))
+    with torch.no_grad():
+        step.infer(inp)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = step.infer(inp)
+    ops = Counter(e.key for e in prof.key_averages() for _ in range(e.count) if e.key.startswith("aten::"))
+    conversions = {"aten::detach", "aten::to", "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg",
+                   "aten::alias", "aten::_to_copy", "aten::copy_", "aten::empty_strided"}
+    assert set(ops) <= conversions, set(ops) - conversions
+    assert out[4].shape == (2, model.decoder.num_vertices, 3)
+    with torch.enable_grad():
+        assert step.infer(inp)[2].requires_grad  # the torch step: gradients flow to the decoder's weights
