@@ -27,6 +27,8 @@ def to_host(t: torch.Tensor | np.ndarray) -> np.ndarray:
     """
     if isinstance(t, np.ndarray):
         return t
+    if t.is_cpu and not t.requires_grad:  # no dispatch at all (detach and cpu are ops, each a few us right after the nets)
+        return t.numpy()
     return t.detach().cpu().numpy()
 
 

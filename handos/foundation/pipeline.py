@@ -127,8 +127,8 @@ class _Images:
 
 
 def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """t on device (None stays None)."""
-    return None if t is None else t.to(device)
+    """t on device (None stays None; a tensor already there as it is, without a dispatched no-op)."""
+    return t if t is None or t.device == device else t.to(device)
 
 
 def _check_images(images) -> list[np.ndarray]:
@@ -456,17 +456,15 @@ class Foundation:
         joints, z = torch.as_tensor(joints_h), torch.as_tensor(z_h)
         dev = self.device
         return FoundationOutput(
-            image_index=img_t.to(dev), score=torch.from_numpy(score).to(dev), box=box.to(dev),
-            roi=torch.from_numpy(rois_lm).to(dev),
-            joints_2d=joints.to(dev), joints_z=z.to(dev), presence=presence.to(dev),
-            mp_handedness=torch.from_numpy(1 - to_host(lm["handedness"])).to(dev), handedness_right=lm["handedness"].to(dev),
-            world=world.to(dev),
-            features=_to(lm.get("features"), dev), crop_affine=torch.from_numpy(maps).float().to(dev),
-            roi_index=torch.from_numpy(np.array([c.roi_index for _, c in flat], dtype=np.int64)).to(dev),
-            next_roi=torch.as_tensor(roi_from_landmarks(joints_h.astype(np.float64))).float().to(dev),
-            image_sizes=imgs.sizes.to(dev), feature_map=lm.get("feature_map"), boosted=boost_t.to(dev),
+            image_index=_to(img_t, dev), score=_to(torch.from_numpy(score), dev), box=_to(box, dev),
+            roi=_to(torch.from_numpy(rois_lm), dev), joints_2d=_to(joints, dev), joints_z=_to(z, dev),
+            presence=_to(presence, dev), mp_handedness=_to(torch.from_numpy(1 - to_host(lm["handedness"])), dev),
+            handedness_right=_to(lm["handedness"], dev), world=_to(world, dev), features=_to(lm.get("features"), dev),
+            crop_affine=_to(torch.from_numpy(maps.astype(np.float32)), dev),
+            roi_index=_to(torch.from_numpy(np.array([c.roi_index for _, c in flat], dtype=np.int64)), dev),
+            next_roi=_to(torch.from_numpy(roi_from_landmarks(joints_h.astype(np.float64)).astype(np.float32)), dev),
+            image_sizes=_to(imgs.sizes, dev), feature_map=lm.get("feature_map"), boosted=_to(boost_t, dev),
         )
-
     def _check_rois(self, rois, B: int) -> list[torch.Tensor]:
         """Carried ROIs as a list of (k,5) float64 CPU tensors (empty where None)."""
         if rois is None:
