@@ -169,10 +169,10 @@ class LiteRTLandmarkNet:
         world (B,21,3) (see LandmarkNet)."""
         out = self.graph.run(_nhwc(x, self.input_size))
         b = x.shape[0]
-        return {"landmarks": torch.from_numpy(out["landmarks"]).reshape(b, 21, 3),
-                "presence": torch.from_numpy(out["presence"]).reshape(b),
-                "handedness": torch.from_numpy(out["handedness"]).reshape(b),
-                "world": torch.from_numpy(out["world"]).reshape(b, 21, 3)}
+        return {"landmarks": torch.from_numpy(out["landmarks"].reshape(b, 21, 3)),  # (numpy's reshape: no op dispatch)
+                "presence": torch.from_numpy(out["presence"].reshape(b)),
+                "handedness": torch.from_numpy(out["handedness"].reshape(b)),
+                "world": torch.from_numpy(out["world"].reshape(b, 21, 3))}
 
 
 def load_litert_palm_detector(threads: int = 1, path: Path | str | None = None) -> LiteRTPalmDetector:

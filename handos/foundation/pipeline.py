@@ -126,6 +126,11 @@ class _Images:
         return self.crop(image_index, rois, size, border, exact) / 255.0
 
 
+def _float(t: torch.Tensor) -> torch.Tensor:
+    """t as float32 (a float32 tensor as it is, without a dispatched no-op)."""
+    return t if t.dtype == torch.float32 else t.float()
+
+
 def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     """t on device (None stays None; a tensor already there as it is, without a dispatched no-op)."""
     return t if t is None or t.device == device else t.to(device)
@@ -201,9 +206,8 @@ def associate_rois(palms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
     """
     cand = []
     if palms is not None:
-        pr, ps, pb = palms
-        pr = pr.cpu()
-        cand += [RoiCandidate(pr[k], float(ps[k]), -1, bool(pb[k])) for k in range(pr.shape[0])]
+        pr, ps, pb = (to_host(t) for t in palms)  # rows and scalars off host arrays: no op dispatched per ROI
+        cand += [RoiCandidate(torch.from_numpy(pr[k]), float(ps[k]), -1, bool(pb[k])) for k in range(pr.shape[0])]
     cand += [RoiCandidate(carried[k], float("nan"), k, False) for k in range(carried.shape[0])]
     kept: list[RoiCandidate] = []
     for c in cand:
@@ -277,8 +281,8 @@ class Foundation:
         bs = self._batch_size()
         for s in range(0, x.shape[0], bs):
             reg, logit = self.palm_net(self._cast(x[s:s + bs]))
-            regs.append(reg.float())
-            logits.append(logit.float())
+            regs.append(_float(reg))
+            logits.append(_float(logit))
         if len(regs) == 1:
             return regs[0], logits[0]
         return torch.cat(regs), torch.cat(logits)
@@ -345,7 +349,7 @@ class Foundation:
         bs = self._batch_size()
         for s in range(0, x.shape[0], bs):
             o = self.landmark_net(self._cast(x[s:s + bs]))
-            outs.append({k: v.float() for k, v in o.items() if torch.is_tensor(v)})
+            outs.append({k: _float(v) for k, v in o.items() if torch.is_tensor(v)})
         if len(outs) == 1:
             return outs[0]
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
@@ -447,13 +451,13 @@ class Foundation:
         boost_t = torch.from_numpy(np.array([c.boosted for _, c in flat], dtype=bool))
         rois_lm = rois_h.astype(np.float32)  # the per-hand geometry in numpy on the host (a few rows)
         joints_h, z_h = project_landmarks(to_host(lm["landmarks"]), rois_lm, LANDMARK_SIZE)  # (M,21,2), (M,21)
-        world = torch.as_tensor(project_world(to_host(lm["world"]), rois_lm[:, 4]))
+        world = torch.from_numpy(project_world(to_host(lm["world"]), rois_lm[:, 4]))
         palm_score = np.array([c.score for _, c in flat], dtype=np.float32)
         score = np.where(np.isnan(palm_score), to_host(presence), palm_score)  # carried ROIs: presence is the score
         lo, hi = joints_h.min(1), joints_h.max(1)  # (M,2)
         pad = (hi - lo).max(-1, keepdims=True) * cfg.box_pad
         box = torch.from_numpy(np.concatenate([lo - pad, hi + pad], -1))
-        joints, z = torch.as_tensor(joints_h), torch.as_tensor(z_h)
+        joints, z = torch.from_numpy(joints_h), torch.from_numpy(z_h)
         dev = self.device
         return FoundationOutput(
             image_index=_to(img_t, dev), score=_to(torch.from_numpy(score), dev), box=_to(box, dev),
@@ -468,7 +472,7 @@ class Foundation:
     def _check_rois(self, rois, B: int) -> list[torch.Tensor]:
         """Carried ROIs as a list of (k,5) float64 CPU tensors (empty where None)."""
         if rois is None:
-            return [torch.zeros((0, 5), dtype=torch.float64) for _ in range(B)]
+            return [torch.from_numpy(np.zeros((0, 5))) for _ in range(B)]
         if len(rois) != B:
             raise InputError(f"rois has {len(rois)} entries for {B} images; give one (k,5) array or None per image")
         out = []
