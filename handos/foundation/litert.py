@@ -31,7 +31,7 @@ import torch
 from handos.errors import ModelError
 from handos.weights import WEIGHTS_DIR
 
-__all__ = ["LITERT_REQUIREMENT", "PALM_TFLITE", "LANDMARK_TFLITE", "litert_available", "LiteRTGraph",
+__all__ = ["LITERT_REQUIREMENT", "PALM_TFLITE", "LANDMARK_TFLITE", "litert_available", "open_interpreter", "LiteRTGraph",
            "LiteRTPalmDetector", "LiteRTLandmarkNet", "load_litert_palm_detector", "load_litert_landmark_net"]
 
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
@@ -56,16 +56,9 @@ class LiteRTGraph:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path.name} not found at {path}; run python -m handos.foundation.convert --download")
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelError(f"the LiteRT runtime needs {LITERT_REQUIREMENT} (pip install {LITERT_REQUIREMENT}), "
-                             "or use runtime='torch'") from None
         self.path = path
         self.threads = max(1, int(threads))
-        with _quiet_stderr():  # LiteRT's C++ logger prints an INFO line per interpreter on fd 2
-            self._interp = Interpreter(model_path=str(path), num_threads=self.threads)
-            self._interp.allocate_tensors()
+        self._interp = open_interpreter(threads=self.threads, model_path=str(path))
         inp = self._interp.get_input_details()[0]
         self.input_shape = tuple(int(s) for s in inp["shape"])  # (1, H, W, 3)
         self._input = inp["index"]
@@ -102,6 +95,20 @@ class LiteRTGraph:
             np.divide(item, np.float32(255), out=view, dtype=np.float32)
         else:
             np.copyto(view, item, casting="same_kind")
+
+
+def open_interpreter(threads: int, model_path: str | None = None, model_content: bytes | None = None):
+    """A LiteRT interpreter on a .tflite file or model bytes, `threads` XNNPACK threads, tensors allocated
+    (ModelError when ai-edge-litert is missing)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ModelError(f"the LiteRT runtime needs {LITERT_REQUIREMENT} (pip install {LITERT_REQUIREMENT}), "
+                         "or use runtime='torch'") from None
+    with _quiet_stderr():  # LiteRT's C++ logger prints an INFO line per interpreter on fd 2
+        interp = Interpreter(model_path=model_path, model_content=model_content, num_threads=max(1, int(threads)))
+        interp.allocate_tensors()
+    return interp
 
 
 @contextlib.contextmanager

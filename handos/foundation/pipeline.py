@@ -19,6 +19,7 @@ net; MediaPipe's own hands are never changed by it (modes and measurements: see 
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ class _Images:
             self.by_size.setdefault((im.shape[0], im.shape[1]), []).append(i)
         self._groups: dict[tuple[int, int], tuple[list[int], torch.Tensor]] | None = None
 
-    @property
+    @functools.cached_property
     def where(self) -> torch.Tensor:
         """(B,) each image's position inside its size group (the torch crops' index into `groups`)."""
         where = torch.zeros(len(self.images), dtype=torch.long)

@@ -27,8 +27,6 @@ import threading
 import numpy as np
 import torch
 
-from handos.errors import ModelError
-
 __all__ = ["TFLiteWriter", "fold_norm", "trunk_tflite", "step_tflite", "LiteRTDecoderTrunk", "LiteRTDecodeStep"]
 
 
@@ -136,20 +134,13 @@ class _Ops:
                          self._name("fc"), s.BuiltinOptions.FullyConnectedOptions, o)
 
     def binary(self, code: str, a: int, b: int, shape: tuple[int, ...]) -> int:
-        """ADD / SUB / MUL with broadcasting."""
+        """ADD / SUB / MUL / DIV with broadcasting."""
         s = self.s
         opts = {"ADD": (s.AddOptionsT, s.BuiltinOptions.AddOptions), "SUB": (s.SubOptionsT, s.BuiltinOptions.SubOptions),
-                "MUL": (s.MulOptionsT, s.BuiltinOptions.MulOptions)}[code]
+                "MUL": (s.MulOptionsT, s.BuiltinOptions.MulOptions), "DIV": (s.DivOptionsT, s.BuiltinOptions.DivOptions)}[code]
         o = opts[0]()
         o.fusedActivationFunction = s.ActivationFunctionType.NONE
         return self.w.op(getattr(s.BuiltinOperator, code), [a, b], shape, self._name(code.lower()), opts[1], o)
-
-    def div(self, a: int, b: int, shape: tuple[int, ...]) -> int:
-        """a / b with broadcasting."""
-        s = self.s
-        o = s.DivOptionsT()
-        o.fusedActivationFunction = s.ActivationFunctionType.NONE
-        return self.w.op(s.BuiltinOperator.DIV, [a, b], shape, self._name("div"), s.BuiltinOptions.DivOptions, o)
 
     def clamp(self, x: int, shape: tuple[int, ...], lo: float | None = None, hi: float | None = None) -> int:
         """min(max(x, lo), hi) against scalar constants."""
@@ -401,16 +392,16 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
     ns = o.unary("NEG", s_, (1, 1))
     r2 = o.reshape(o.concat([c, ns, s_, c], 1, (1, 4)), (2, 2))
     r2t = o.reshape(o.concat([c, s_, ns, c], 1, (1, 4)), (2, 2))
-    u = o.div(o.matmul(o.binary("SUB", j2d, centre, (nj, 2)), r2, (nj, 2)), size, (nj, 2))
-    z = o.div(o.binary("SUB", jz, o.slice(jz, [0, 0], [1, 1]), (nj, 1)), size, (nj, 1))
-    ray = o.matmul(o.div(o.binary("SUB", centre, pp, (1, 2)), f2, (1, 2)), r2, (1, 2))
-    log_size = o.binary("ADD", o.unary("LOG", o.div(size, focal, (1, 1)), (1, 1)), o.scalar(2.5), (1, 1))
+    u = o.binary("DIV", o.matmul(o.binary("SUB", j2d, centre, (nj, 2)), r2, (nj, 2)), size, (nj, 2))
+    z = o.binary("DIV", o.binary("SUB", jz, o.slice(jz, [0, 0], [1, 1]), (nj, 1)), size, (nj, 1))
+    ray = o.matmul(o.binary("DIV", o.binary("SUB", centre, pp, (1, 2)), f2, (1, 2)), r2, (1, 2))
+    log_size = o.binary("ADD", o.unary("LOG", o.binary("DIV", size, focal, (1, 1)), (1, 1)), o.scalar(2.5), (1, 1))
     ev = [u, z, conf]
     inst = [log_size, ray, o.mean(conf, 0, (nj, 1)), o.reshape(u, (1, 2 * nj)), o.reshape(z, (1, nj)), o.reshape(conf, (1, nj))]
     if cfg.use_world:
         wr = o.binary("SUB", world, o.slice(world, [0, 0], [1, 3]), (nj, 3))
         wr = o.concat([o.matmul(o.slice(wr, [0, 0], [nj, 2]), r2, (nj, 2)), o.slice(wr, [0, 2], [nj, 1])], 1, (nj, 3))
-        wr = o.div(wr, o.scalar(WORLD_UNIT_M), (nj, 3))
+        wr = o.binary("DIV", wr, o.scalar(WORLD_UNIT_M), (nj, 3))
         ev.append(wr)
         inst.append(o.reshape(wr, (1, 3 * nj)))
     n_ev, n_inst = int(decoder.evidence[0].weight.shape[1]), int(decoder.instance[0].weight.shape[1])
@@ -434,9 +425,9 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
     joints = to_camera(ja) if cfg.joints_3d == "direct" else mesh_joints
     tz = o.binary("MUL", o.binary("MUL", focal, o.scalar(cfg.depth_prior_m), (1, 1)),
                   o.unary("EXP", o.clamp(hc, (1, 1), -3.0, 3.0), (1, 1)), (1, 1))
-    tz = o.div(tz, size, (1, 1))
+    tz = o.binary("DIV", tz, size, (1, 1))
     j2d_ref = o.binary("ADD", o.matmul(o.binary("MUL", u_ref, size, (nj, 2)), r2t, (nj, 2)), centre, (nj, 2))
-    txy = o.binary("MUL", o.div(o.binary("SUB", o.slice(j2d_ref, [0, 0], [1, 2]), pp, (1, 2)), f2, (1, 2)), tz, (1, 2))
+    txy = o.binary("MUL", o.binary("DIV", o.binary("SUB", o.slice(j2d_ref, [0, 0], [1, 2]), pp, (1, 2)), f2, (1, 2)), tz, (1, 2))
     cam_t = o.concat([txy, tz], 1, (1, 3))
     # chirality(mesh joints, soft): det[j9 - j0, j5 - j17, j2 - j0] over the three lengths
     def row(k: int) -> int:
@@ -449,7 +440,7 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
         return o.unary("SQRT", o.sum(o.binary("MUL", x, x, (1, 3)), 1, (1, 3)), (1, 1))
 
     lengths = o.binary("MUL", o.binary("MUL", norm(a_), norm(b_), (1, 1)), norm(c_), (1, 1))
-    chi = o.div(det, o.clamp(lengths, (1, 1), lo=1e-12), (1, 1))
+    chi = o.binary("DIV", det, o.clamp(lengths, (1, 1), lo=1e-12), (1, 1))
     hscore = o.binary("ADD", o.scalar(0.5), o.binary("MUL", o.scalar(0.5), o.unary(
         "TANH", o.binary("MUL", o.scalar(cfg.chirality_gain), o.unary("ABS", chi, (1, 1)), (1, 1)), (1, 1)), (1, 1)), (1, 1))
     kp_score = o.unary("LOGISTIC", o.binary("ADD", o.slice(h2, [0, 2], [nj, 1]), o.scalar(2.0), (nj, 1)), (nj, 1))
@@ -458,9 +449,9 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
         wgt = o.binary("ADD", o.clamp(kp_score, (nj, 1), lo=0.0), o.scalar(1e-9), (nj, 1))
         tz_ = o.slice(cam_t, [0, 2], [1, 1])
         depth = o.binary("ADD", o.slice(joints, [0, 2], [nj, 1]), tz_, (nj, 1))
-        per_joint = o.binary("SUB", o.div(o.binary("MUL", o.binary("SUB", kp, pp, (nj, 2)), depth, (nj, 2)), f2, (nj, 2)),
+        per_joint = o.binary("SUB", o.binary("DIV", o.binary("MUL", o.binary("SUB", kp, pp, (nj, 2)), depth, (nj, 2)), f2, (nj, 2)),
                              o.slice(joints, [0, 0], [nj, 2]), (nj, 2))
-        txy = o.div(o.sum(o.binary("MUL", wgt, per_joint, (nj, 2)), 0, (nj, 2)), o.sum(wgt, 0, (nj, 1)), (1, 2))
+        txy = o.binary("DIV", o.sum(o.binary("MUL", wgt, per_joint, (nj, 2)), 0, (nj, 2)), o.sum(wgt, 0, (nj, 1)), (1, 2))
         cam_t = o.concat([txy, tz_], 1, (1, 3))
     # the palm's rigid fit (skinned_mesh.kabsch) before mirroring: cross-covariance and centre of the palm joints
     pick = np.zeros((len(PALM), nj), np.float32)
@@ -495,7 +486,7 @@ def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
     m = o.matmul(v, ut, (3, 3))  # kabsch: no reflection, flip the last axis where det(V U^T) < 0
     r = [o.slice(m, [i, 0], [1, 3]) for i in range(3)]
     det = o.sum(o.binary("MUL", r[0], o.cross(r[1], r[2], 1), (1, 3)), 1, (1, 3))
-    sign = o.div(det, o.unary("ABS", det, (1, 1)), (1, 1))
+    sign = o.binary("DIV", det, o.unary("ABS", det, (1, 1)), (1, 1))
     flip = o.concat([w.const(np.ones((1, 2), np.float32), "ones"), sign], 1, (1, 3))
     rot = o.matmul(o.binary("MUL", v, flip, (3, 3)), ut, (3, 3))  # r0
     r0t = o.transpose(rot, [1, 0], (3, 3))
@@ -507,13 +498,13 @@ def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
     a = o.matmul(w.const(rest_dir, "rest_directions"), r0t, (nb, 3))
     bones = o.matmul(w.const(np.asarray(BONE_VECTORS, np.float32), "bone_vectors"), target, (nb, 3))
     lengths = o.unary("SQRT", o.sum(o.binary("MUL", bones, bones, (nb, 3)), 1, (nb, 3)), (nb, 1))
-    b = o.div(bones, o.clamp(lengths, (nb, 1), lo=1e-12), (nb, 3))
+    b = o.binary("DIV", bones, o.clamp(lengths, (nb, 1), lo=1e-12), (nb, 3))
     # align_rotation(a, b) = I + [v]x + [v]x^2 / (1 + c), v = a x b, c = a . b
     vx = o.reshape(o.matmul(o.cross(a, b, nb), w.const(np.asarray(SKEW_MAP, np.float32), "skew_map"), (nb, 9)), (nb, 3, 3))
     cos = o.clamp(o.sum(o.binary("MUL", a, b, (nb, 3)), 1, (nb, 3)), (nb, 1), lo=-1 + 1e-6)
     denom = o.reshape(o.binary("ADD", cos, o.scalar(1.0), (nb, 1)), (nb, 1, 1))
     seg = o.binary("ADD", o.binary("ADD", w.const(np.eye(3, dtype=np.float32)[None], "eye"), vx, (nb, 3, 3)),
-                   o.div(o.matmul(vx, vx, (nb, 3, 3)), denom, (nb, 3, 3)), (nb, 3, 3))
+                   o.binary("DIV", o.matmul(vx, vx, (nb, 3, 3)), denom, (nb, 3, 3)), (nb, 3, 3))
     seg = o.matmul(o.reshape(seg, (3 * nb, 3)), rot, (3 * nb, 3))  # each segment's rotation after the palm's
     seg_t = o.reshape(o.transpose(o.reshape(seg, (nb, 3, 3)), [0, 2, 1], (nb, 3, 3)), (3 * nb, 3))
     anchor = o.binary("ADD", o.matmul(w.const(rest_joints[:1].float(), "rest_wrist"), r0t, (1, 3)), t0, (1, 3))
@@ -557,15 +548,9 @@ class _Interpreter:
     """A LiteRT interpreter on model bytes: inputs in graph order, outputs as arrays (one call, under a lock)."""
 
     def __init__(self, model: bytes, threads: int) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("the LiteRT decoder needs ai-edge-litert; use the torch decoder") from None
-        from handos.foundation.litert import _quiet_stderr
+        from handos.foundation.litert import open_interpreter
 
-        with _quiet_stderr():
-            self._interp = Interpreter(model_content=model, num_threads=max(1, int(threads)))
-            self._interp.allocate_tensors()
+        self._interp = open_interpreter(threads, model_content=model)
         self._inputs = [d["index"] for d in self._interp.get_input_details()]
         self._outputs = [d["index"] for d in self._interp.get_output_details()]
         self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in self._interp.get_output_details()]
