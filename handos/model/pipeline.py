@@ -86,8 +86,9 @@ class HandOS:
         mesh: "skinned" (default) poses our hand model's template so its bones follow the decoder's 3D joints
         (the shipped decoder's own 64-coarse-vertex mesh keeps the pose but flattens the fingers); "decoder"
         returns the decoder's vertices as they are.
-        decoder_runtime: what runs the decoder's trunk at inference on the CPU: "torch" or "litert" (the same maths
-        as a TFLite graph written from the decoder's weights, `handos.model.litert_decoder`); `load` chooses it.
+        decoder_runtime: what runs the decode step at inference on the CPU: "torch" or "litert" (the same maths as
+        TFLite graphs written from the decoder's weights, `handos.model.litert_decoder`: the whole step with the
+        skinned mesh, the trunk with the decoder's own); `load` chooses it.
         """
         if mesh not in ("skinned", "decoder"):
             raise ModelError(f"mesh must be 'skinned' or 'decoder', got {mesh!r}")
@@ -98,7 +99,7 @@ class HandOS:
         self.decoder_runtime = decoder_runtime
         from handos.foundation.runtime import default_threads
 
-        self.decoder_threads = default_threads()  # LiteRT's threads for the trunk: as the nets' (torch's count now)
+        self.decoder_threads = default_threads()  # LiteRT's threads for the decode step: as the nets' (torch's count now)
         self.template = None
         if mesh == "skinned":
             from handos.hand import HandModel
@@ -228,8 +229,8 @@ class HandOS:
             return self.hands_from_foundation(fout, cams, [(im.width, im.height) for im in loaded], threshold)
 
     def decode_step(self) -> DecodeStep:
-        """The decoder + camera refit + mesh as one module (traced and frozen on the CPU), rebuilt when
-        `decoder`, `mesh` or `fit_camera` change."""
+        """The decoder + camera refit + mesh as one module (on the CPU: LiteRT graphs or TorchScript traces, see
+        `DecodeStep.infer`), rebuilt when `decoder`, `mesh`, `fit_camera` or `decoder_runtime` change."""
         key = (id(self.decoder), self.mesh, self.fit_camera, self.decoder_runtime)
         cached = self.__dict__.get("_step")
         if cached is None or cached[0] != key:
@@ -312,8 +313,9 @@ class DecodeStep(torch.nn.Module):
     (keypoints (N,21,2) px, keypoint scores (N,21), joints (N,21,3) m camera frame, cam_t (N,3) m,
     vertices (N,V,3) m camera frame, is_left (N,) bool, handedness score (N,)).
     It is `encode` (geometry into each hand's ROI frame), the decoder's `trunk` (the network) and `finish`
-    (heads -> outputs, camera refit, skinning); with `trunk_runtime` "litert", `infer` runs the trunk on LiteRT
-    (`litert_decoder`) between the two traced halves.
+    (heads -> outputs, camera refit, skinning); with `trunk_runtime` "litert", `infer` runs the whole step on
+    LiteRT with the skinned mesh (`litert_decoder.LiteRTDecodeStep`), or the trunk on LiteRT between the two traced
+    halves with the decoder's own mesh.
     """
 
     TRACED_HANDS = 4
