@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("HANDOS_REALDATA", REPO.parent / "shared" / "realdata"))
@@ -19,6 +20,12 @@ IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 FIXTURE_MARKERS = {"label_studio": "labelstudio", "label_studio_boot": "labelstudio", "chromium": "browser"}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+# Property tests draw the same examples in every CI run (a failure there is reproducible, not luck of the draw);
+# locally they explore new examples each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -428,8 +428,11 @@ def test_clip_outputs(clip_result, client):
 
 def test_bad_clips(client, tmp_path):
     frames = moving_frames(2)
+    good = write_clip(tmp_path / "good.mp4", frames, fps=2.0).read_bytes()
+    # Fixed bytes, not os.urandom: about one random blob in 300 probes as a subtitle file ("no video stream").
     cases = {
-        "broken": (tmp_path / "broken.mp4", lambda p: p.write_bytes(os.urandom(4000)), "not a readable video"),
+        "broken": (tmp_path / "broken.mp4", lambda p: p.write_bytes(good[: len(good) // 2]), "not a readable video"),
+        "noise": (tmp_path / "noise.mp4", lambda p: p.write_bytes(np.random.default_rng(0).bytes(4000)), "not a readable video"),
         "too_long": (tmp_path / "long.mp4", lambda p: write_clip(p, frames, fps=1.0, times=[0.0, 45.0]), "up to"),
         "empty": (tmp_path / "empty.mp4", lambda p: p.write_bytes(b""), "empty"),
         "text": (tmp_path / "text.mp4", lambda p: p.write_bytes(b"hello\n" * 100), "not a readable video"),
