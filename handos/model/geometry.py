@@ -1,41 +1,22 @@
 """Pure geometry for the decoder: MediaPipe-style ROIs from landmarks and ROI frames (generic pieces: handos.geometry)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
+from handos.foundation.roi import roi_from_landmarks
 from handos.geometry import rot2d
 
-# Landmarks MediaPipe uses to place the next ROI (hand_landmark_landmarks_to_roi.pbtxt):
-# wrist, thumb1-3, index1-2, middle1-2, ring1-2, pinky1-2.
-ROI_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
-ROI_SCALE = 2.0  # RectTransformationCalculator scale_x/scale_y
-ROI_SHIFT_Y = -0.1  # shift_y (towards the fingers)
-
-
-def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    """Angles wrapped to [-pi, pi)."""
-    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+MIN_ROI_SIZE = 2e-3  # px: an ROI of coincident landmarks still has a frame to divide by
 
 
 def landmark_roi(joints_2d: torch.Tensor) -> torch.Tensor:
-    """MediaPipe's landmarks->ROI rule: (N,21,2) px -> (N,5) [cx, cy, size, size, rotation] px, square."""
-    wrist = joints_2d[:, 0]  # (N,2)
-    mid = ((joints_2d[:, 5] + joints_2d[:, 13]) / 2 + joints_2d[:, 9]) / 2
-    d = mid - wrist
-    rot = wrap_angle(math.pi / 2 - torch.atan2(-d[:, 1], d[:, 0]))  # (N,) 0 = fingers up
-    pts = joints_2d[:, list(ROI_LANDMARKS)]  # (N,12,2)
-    centre_aa = (pts.amax(1) + pts.amin(1)) / 2  # (N,2)
-    r_inv = rot2d(-rot)  # (N,2,2)
-    proj = torch.einsum("nij,nkj->nki", r_inv, pts - centre_aa[:, None])  # (N,12,2)
-    lo, hi = proj.amin(1), proj.amax(1)
-    wh = hi - lo  # (N,2)
-    c_loc = (hi + lo) / 2
-    c_loc = c_loc + torch.stack([torch.zeros_like(wh[:, 1]), wh[:, 1] * ROI_SHIFT_Y], -1)
-    centre = torch.einsum("nij,nj->ni", rot2d(rot), c_loc) + centre_aa
-    size = wh.amax(-1).clamp_min(1e-3) * ROI_SCALE  # (N,) square_long
-    return torch.cat([centre, size[:, None], size[:, None], rot[:, None]], -1)
+    """The decoder's square ROIs (N,5) [cx, cy, size, size, rotation] px of landmarks (N,21,2) px, never of size 0.
+
+    MediaPipe's landmarks->ROI rule, the foundation's own (`foundation.roi.roi_from_landmarks`: its next-frame ROI),
+    so the decoder's ROI of the foundation's landmarks is the foundation's `next_roi`.
+    """
+    roi = roi_from_landmarks(joints_2d)  # (N,5)
+    return torch.cat([roi[:, :2], roi[:, 2:4].clamp_min(MIN_ROI_SIZE), roi[:, 4:]], -1)
 
 
 def to_roi_frame(points: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
