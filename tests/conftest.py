@@ -65,6 +65,20 @@ def pytest_make_collect_report(collector: pytest.Collector):
         report.longrepr = f"CI=true: a missing prerequisite fails the run: {_skip_reason(report)}"
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs() -> None:
+    """Every test starts from the same global RNG state (torch, numpy, random): a run's draws never depend on
+    which tests ran before it, so a failure reproduces."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """The real evaluation sets (HANDOS_REALDATA, default ../shared/realdata); skipped locally where absent."""
