@@ -470,6 +470,7 @@ class Foundation:
             next_roi=_to(torch.from_numpy(roi_from_landmarks(joints_h.astype(np.float64)).astype(np.float32)), dev),
             image_sizes=_to(imgs.sizes, dev), feature_map=lm.get("feature_map"), boosted=_to(boost_t, dev),
         )
+
     def _check_rois(self, rois, B: int) -> list[torch.Tensor]:
         """Carried ROIs as a list of (k,5) float64 CPU tensors (empty where None)."""
         if rois is None:

@@ -277,8 +277,8 @@ class HandOSDecoder(nn.Module):
         cfg = self.config
         j2d, cam = inp.joints_2d, inp.camera.unsqueeze(1)  # (N,21,2) px, (N,1,4)
         nj = NUM_JOINTS
-        roi = (landmark_roi(j2d) if inp.landmark_roi is None else inp.landmark_roi).detach()  # (N,5) square ROI
-        # from the landmarks themselves
+        # (N,5) square ROI from the landmarks themselves (the caller's when given: the foundation's next_roi)
+        roi = (landmark_roi(j2d) if inp.landmark_roi is None else inp.landmark_roi).detach()
         box = roi.unsqueeze(1)
         centre, size = box[..., :2], box[..., 2:3]  # (N,1,2) px, (N,1,1) px
         rot = rotation_z(roi[..., 4])  # (N,3,3) ROI frame -> camera axes; points (row vectors) @ rot: into the ROI frame

@@ -86,7 +86,7 @@ class TFLiteWriter:
         self.operators.append(o)
         return outs if n_out > 1 else outs[0]
 
-    def finish(self, inputs: list[int], outputs: list[int]) -> bytes:
+    def finish(self, inputs: list[int], outputs: list[int], description: str) -> bytes:
         """The model's bytes (file identifier TFL3), with `inputs` and `outputs` as the graph's."""
         import flatbuffers
 
@@ -95,7 +95,7 @@ class TFLiteWriter:
         g.tensors, g.inputs, g.outputs, g.operators, g.name = self.tensors, list(inputs), list(outputs), self.operators, "main"
         m = s.ModelT()
         m.version = 3
-        m.description = "handos decoder trunk"
+        m.description = description
         m.subgraphs = [g]
         m.buffers = self.buffers
         codes = [None] * len(self.codes)
@@ -166,6 +166,14 @@ class _Ops:
     def sum(self, x: int, axis: int, shape: tuple[int, ...]) -> int:
         """Sum over one axis, kept."""
         return self._reduce("SUM", x, axis, shape)
+
+    def row_dot(self, a: int, b: int, shape: tuple[int, int]) -> int:
+        """Row-wise dot products (rows, 1) of a, b (rows, k)."""
+        return self.sum(self.binary("MUL", a, b, shape), 1, shape)
+
+    def row_norm(self, x: int, shape: tuple[int, int]) -> int:
+        """Row-wise Euclidean lengths (rows, 1) of x (rows, k)."""
+        return self.unary("SQRT", self.row_dot(x, x, shape), (shape[0], 1))
 
     def _reduce(self, code: str, x: int, axis: int, shape: tuple[int, ...]) -> int:
         """MEAN or SUM over one axis, kept."""
@@ -318,7 +326,7 @@ def trunk_tflite(decoder: torch.nn.Module) -> bytes:
     ev_in = w.tensor((NUM_JOINTS, n_ev), "evidence")
     inst_in = w.tensor((1, n_inst), "instance")
     u_in = w.tensor((NUM_JOINTS, 2), "u")
-    return w.finish([ev_in, inst_in, u_in], list(_trunk(ops, decoder, ev_in, inst_in, u_in)))
+    return w.finish([ev_in, inst_in, u_in], list(_trunk(ops, decoder, ev_in, inst_in, u_in)), "handos decoder trunk")
 
 
 def _trunk(ops: _Ops, decoder: torch.nn.Module, ev_in: int, inst_in: int, u_in: int) -> tuple[int, int, int, int]:
@@ -434,12 +442,9 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
         return o.slice(mesh_joints, [k, 0], [1, 3])
 
     a_, b_, c_ = (o.binary("SUB", row(p), row(q), (1, 3)) for p, q in ((9, 0), (5, 17), (2, 0)))
-    det = o.sum(o.binary("MUL", a_, o.cross(b_, c_, 1), (1, 3)), 1, (1, 3))
-
-    def norm(x: int) -> int:
-        return o.unary("SQRT", o.sum(o.binary("MUL", x, x, (1, 3)), 1, (1, 3)), (1, 1))
-
-    lengths = o.binary("MUL", o.binary("MUL", norm(a_), norm(b_), (1, 1)), norm(c_), (1, 1))
+    det = o.row_dot(a_, o.cross(b_, c_, 1), (1, 3))
+    lengths = o.binary("MUL", o.binary("MUL", o.row_norm(a_, (1, 3)), o.row_norm(b_, (1, 3)), (1, 1)),
+                       o.row_norm(c_, (1, 3)), (1, 1))
     chi = o.binary("DIV", det, o.clamp(lengths, (1, 1), lo=1e-12), (1, 1))
     hscore = o.binary("ADD", o.scalar(0.5), o.binary("MUL", o.scalar(0.5), o.unary(
         "TANH", o.binary("MUL", o.scalar(cfg.chirality_gain), o.unary("ABS", chi, (1, 1)), (1, 1)), (1, 1)), (1, 1)), (1, 1))
@@ -463,7 +468,7 @@ def _graph_a(decoder: torch.nn.Module, rest_joints: torch.Tensor, fit_camera: bo
     cov = o.matmul(w.const(src_c, "palm_rest"), o.binary("SUB", palm, centre_palm, (len(PALM), 3)), (3, 3))
     out_joints = o.binary("ADD", joints, cam_t, (nj, 3))
     return w.finish([j2d, jz, conf, cam, world, roi, cs],
-                    [kp, kp_score, out_joints, cam_t, chi, hscore, joints, cov, centre_palm])
+                    [kp, kp_score, out_joints, cam_t, chi, hscore, joints, cov, centre_palm], "handos decode step, graph A")
 
 
 def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
@@ -485,7 +490,7 @@ def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
     v, ut = o.transpose(vt_in, [1, 0], (3, 3)), o.transpose(u_in, [1, 0], (3, 3))
     m = o.matmul(v, ut, (3, 3))  # kabsch: no reflection, flip the last axis where det(V U^T) < 0
     r = [o.slice(m, [i, 0], [1, 3]) for i in range(3)]
-    det = o.sum(o.binary("MUL", r[0], o.cross(r[1], r[2], 1), (1, 3)), 1, (1, 3))
+    det = o.row_dot(r[0], o.cross(r[1], r[2], 1), (1, 3))
     sign = o.binary("DIV", det, o.unary("ABS", det, (1, 1)), (1, 1))
     flip = o.concat([w.const(np.ones((1, 2), np.float32), "ones"), sign], 1, (1, 3))
     rot = o.matmul(o.binary("MUL", v, flip, (3, 3)), ut, (3, 3))  # r0
@@ -497,11 +502,11 @@ def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
     t0 = o.binary("SUB", mu_d, o.matmul(w.const(mu_s, "palm_rest_centre"), r0t, (1, 3)), (1, 3))
     a = o.matmul(w.const(rest_dir, "rest_directions"), r0t, (nb, 3))
     bones = o.matmul(w.const(np.asarray(BONE_VECTORS, np.float32), "bone_vectors"), target, (nb, 3))
-    lengths = o.unary("SQRT", o.sum(o.binary("MUL", bones, bones, (nb, 3)), 1, (nb, 3)), (nb, 1))
+    lengths = o.row_norm(bones, (nb, 3))
     b = o.binary("DIV", bones, o.clamp(lengths, (nb, 1), lo=1e-12), (nb, 3))
     # align_rotation(a, b) = I + [v]x + [v]x^2 / (1 + c), v = a x b, c = a . b
     vx = o.reshape(o.matmul(o.cross(a, b, nb), w.const(np.asarray(SKEW_MAP, np.float32), "skew_map"), (nb, 9)), (nb, 3, 3))
-    cos = o.clamp(o.sum(o.binary("MUL", a, b, (nb, 3)), 1, (nb, 3)), (nb, 1), lo=-1 + 1e-6)
+    cos = o.clamp(o.row_dot(a, b, (nb, 3)), (nb, 1), lo=-1 + 1e-6)
     denom = o.reshape(o.binary("ADD", cos, o.scalar(1.0), (nb, 1)), (nb, 1, 1))
     seg = o.binary("ADD", o.binary("ADD", w.const(np.eye(3, dtype=np.float32)[None], "eye"), vx, (nb, 3, 3)),
                    o.binary("DIV", o.matmul(vx, vx, (nb, 3, 3)), denom, (nb, 3, 3)), (nb, 3, 3))
@@ -512,7 +517,7 @@ def _graph_b(rest_joints: torch.Tensor, skin_basis: torch.Tensor) -> bytes:
     params = o.binary("MUL", params, mirror, (k, 3))
     verts = o.linear(o.transpose(params, [1, 0], (k, 3)), (3, k), skin_basis.T.contiguous(), None)  # (3,V)
     verts = o.binary("ADD", o.transpose(verts, [1, 0], (3, nv)), cam_t, (nv, 3))
-    return w.finish([u_in, vt_in, joints, mirror, centre0, cam_t], [verts])
+    return w.finish([u_in, vt_in, joints, mirror, centre0, cam_t], [verts], "handos decode step, graph B")
 
 
 class LiteRTDecodeStep:
